@@ -1,0 +1,1 @@
+"""Async, event-driven conversation engine."""

@@ -1,0 +1,80 @@
+"""The channel interface: every platform module has the same two halves.
+
+Inbound: handshake (subscription challenges), verify (signature over the raw body), parse (raw body
+-> normalized events). Outbound: send (canonical OutboundMessage -> the platform's send API).
+Modules never touch the bus or the database; the receiver and the sender do that around them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+import orjson
+
+from engine.models import ChannelInfo, ChannelType, InboundEvent, OutboundMessage, SendResult, StatusEvent
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRequest:
+    """The transport-neutral view of one webhook call. headers must be case-insensitive
+    (aiohttp's CIMultiDictProxy is); body is the raw bytes exactly as received."""
+
+    method: str
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookReply:
+    """A reply the platform expects instead of the plain 200 (a challenge echo)."""
+
+    status: int
+    text: str
+    content_type: str = "text/plain"
+
+
+class Unauthorized(Exception):
+    """Bad or missing signature / secret: 401 (or the given status), nothing published."""
+
+    def __init__(self, reason: str, status: int = 401) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class MalformedBody(Exception):
+    """The body is not the JSON (or form) the platform sends: 400."""
+
+
+Event = InboundEvent | StatusEvent
+
+
+class Channel(Protocol):
+    types: tuple[ChannelType, ...]
+
+    def handshake(self, request: WebhookRequest, channel: ChannelInfo) -> WebhookReply | None:
+        """Answer a subscription challenge (Meta GET, Slack url_verification), or None.
+        Called for GET before anything else, and for POST after verify()."""
+
+    def verify(self, request: WebhookRequest, channel: ChannelInfo) -> None:
+        """Raise Unauthorized unless the request carries the channel's valid signature."""
+
+    def parse(self, request: WebhookRequest, channel: ChannelInfo) -> list[Event]:
+        """Normalize a verified body into events; raise MalformedBody if it cannot be read.
+        Event types the engine does not handle are left out (the receiver counts them)."""
+
+    async def send(
+        self, http: aiohttp.ClientSession, base_url: str, channel: ChannelInfo, message: OutboundMessage
+    ) -> SendResult:
+        """Deliver one message; raise models.SendError (retryable or not) when the platform refuses."""
+
+
+def load_json(body: bytes) -> object:
+    """Parse a JSON body or raise MalformedBody (shared by every JSON-speaking platform)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedBody(f"invalid JSON: {exc}") from None

@@ -1,0 +1,55 @@
+"""One Settings object, read from ENGINE_* environment variables (and an optional .env) once per
+process, then passed down explicitly. Defaults work against PostgreSQL and RabbitMQ on localhost."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.models import ChannelType
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ENGINE_", env_file=".env", extra="ignore")
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/engine"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # Prefix of every exchange and queue name, so test runs and tenants of a broker never collide.
+    topology_prefix: str = "engine"
+
+    # Credentials at rest: Fernet keys, comma-separated; the first encrypts, all decrypt (rotation).
+    master_key: str = Field(default="", repr=False)
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    max_body_bytes: int = 4 * 1024 * 1024  # Meta posts up to 3 MB
+    publish_timeout: float = 5.0  # seconds to wait for a broker confirm before answering 503
+    channel_cache_ttl: float = 5.0  # seconds a receiver trusts its cached channel row
+
+    shards: int = 16
+    prefetch: int = 512
+    batch_size: int = 300  # flush when this many messages are staged ...
+    flush_interval_ms: float = 5.0  # ... or this long after the first one was
+    lease_ttl: float = 10.0  # seconds a silent worker keeps its shards
+    heartbeat_interval: float = 2.0
+    shutdown_grace: float = 20.0
+    max_flow_steps: int = 50
+
+    sender_prefetch: int = 256
+    send_attempts: int = 5
+    send_timeout: float = 10.0
+    requeue_stale_after: float = 60.0  # seconds a queued/sending row waits before it is re-published
+
+    telegram_api_base: str = "https://api.telegram.org"
+    graph_api_base: str = "https://graph.facebook.com/v25.0"  # WhatsApp, Messenger, Instagram
+    slack_api_base: str = "https://slack.com/api"
+
+    log_level: str = "INFO"
+    metrics_port: int = 0  # 0: no separate metrics server (receivers serve /metrics themselves)
+
+    def api_base(self, channel_type: ChannelType) -> str:
+        if channel_type is ChannelType.TELEGRAM:
+            return self.telegram_api_base
+        if channel_type is ChannelType.SLACK:
+            return self.slack_api_base
+        return self.graph_api_base
