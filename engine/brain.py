@@ -18,9 +18,8 @@ from engine.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SELECT_BOT_CONFIG = """
-SELECT c.bot_id::text, c.welcome_text, c.echo FROM bot_configuration c
-"""
+SELECT_BOT_CONFIG = "SELECT bot_id::text, welcome_text, echo FROM bot_configuration"
+SELECT_CHANNEL_BOTS = "SELECT id::text, bot_id::text FROM channels"
 
 
 class Brain:
@@ -29,6 +28,7 @@ class Brain:
         self.http = http
         self.settings = settings
         self._bots: dict[str, tuple[str, bool]] = {}
+        self._channel_bots: dict[str, str | None] = {}
 
     async def start(self) -> None:
         await self.reload()
@@ -39,8 +39,11 @@ class Brain:
     async def reload(self) -> None:
         rows = await self.pool.fetch(SELECT_BOT_CONFIG)
         self._bots = {r["bot_id"]: (r["welcome_text"], r["echo"]) for r in rows}
+        self._channel_bots = {r["id"]: r["bot_id"] for r in await self.pool.fetch(SELECT_CHANNEL_BOTS)}
 
     async def respond(self, event: InboundEvent, conversation: Conversation, contact: Contact) -> Outcome:
+        if conversation.bot_id is None:
+            conversation.bot_id = self._channel_bots.get(conversation.channel_id)
         welcome, echo = self._bots.get(conversation.bot_id or "", ("Hello {name}!", True))
         text = welcome.replace("{name}", contact.name or "there")
         if echo and event.type is MessageType.TEXT and event.text:

@@ -1,0 +1,196 @@
+"""`engine load FILE`: a tenant as code (YAML or JSON), created or updated idempotently.
+
+Ids are derived from slugs (tenant slug, bot slug, channel slug), so loading the same file twice
+changes nothing and a channel's webhook URL stays the same across loads. A secret written as
+"env:NAME" is read from the environment at load time, so files can be committed without secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from engine.crypto import Vault
+from engine.models import ChannelType, stable_id
+
+SLUG = r"^[a-z0-9][a-z0-9_\-]{0,62}$"
+
+
+class BundleError(ValueError):
+    """The file is invalid; the message names the path of each bad field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TenantSpec(_Strict):
+    slug: str = Field(pattern=SLUG)
+    name: str
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
+class BotSpec(_Strict):
+    slug: str = Field(pattern=SLUG)
+    name: str
+    welcome_text: str = "Hello {name}!"
+    echo: bool = True
+    settings: dict[str, Any] = {}
+
+
+class ChannelSpec(_Strict):
+    slug: str = Field(pattern=SLUG)
+    type: ChannelType
+    bot: str | None = None
+    external_id: str | None = None
+    active: bool = True
+    secrets: dict[str, str] = {}
+    config: dict[str, Any] = {}
+
+
+class Bundle(_Strict):
+    tenant: TenantSpec
+    bots: list[BotSpec] = []
+    channels: list[ChannelSpec] = []
+    # The brain's sections (routing rules, flows, tools, FAQs, documents) are validated by their
+    # own models when saved; see engine.store.definitions.
+    rules: list[dict[str, Any]] = []
+    flows: list[dict[str, Any]] = []
+    tools: list[dict[str, Any]] = []
+    faqs: list[dict[str, Any]] = []
+    documents: list[dict[str, Any]] = []
+
+    def check_references(self) -> None:
+        bots = {b.slug for b in self.bots}
+        for i, channel in enumerate(self.channels):
+            if channel.bot is not None and channel.bot not in bots:
+                raise BundleError(f"channels[{i}].bot: unknown bot {channel.bot!r} (bots: {sorted(bots)})")
+        for kind, items in (("bots", self.bots), ("channels", self.channels)):
+            slugs = [item.slug for item in items]
+            if dup := {s for s in slugs if slugs.count(s) > 1}:
+                raise BundleError(f"{kind}: duplicate slug {sorted(dup)}")
+
+
+def format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+        lines.append(f"{path}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def parse_bundle(text: str, name: str = "bundle") -> Bundle:
+    try:
+        data = orjson.loads(text) if name.endswith(".json") else yaml.safe_load(text)
+    except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
+        raise BundleError(f"{name}: not valid {'JSON' if name.endswith('.json') else 'YAML'}: {exc}") from None
+    try:
+        bundle = Bundle.model_validate(data)
+    except ValidationError as exc:
+        raise BundleError(format_errors(exc)) from None
+    bundle.check_references()
+    return bundle
+
+
+def read_bundle(path: Path) -> Bundle:
+    return parse_bundle(path.read_text(), path.name)
+
+
+_ENV_REF = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def _resolve_secret(path: str, value: str) -> str:
+    match = _ENV_REF.match(value)
+    if match is None:
+        return value
+    resolved = os.environ.get(match.group(1))
+    if resolved is None:
+        raise BundleError(f"{path}: environment variable {match.group(1)} is not set")
+    return resolved
+
+
+def tenant_id(slug: str) -> str:
+    return str(stable_id("tenant", slug))
+
+
+def bot_id(tenant: str, slug: str) -> str:
+    return str(stable_id(tenant, "bot", slug))
+
+
+def channel_id(tenant: str, slug: str) -> str:
+    return str(stable_id(tenant, "channel", slug))
+
+
+UPSERT_TENANT = """
+INSERT INTO organizations (id, slug, name, timezone) VALUES ($1, $2, $3, $4)
+ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, timezone = EXCLUDED.timezone, updated_at = now()
+WHERE (organizations.name, organizations.timezone) IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.timezone)
+"""
+UPSERT_BOT = """
+INSERT INTO bots (id, tenant_id, slug, name) VALUES ($1, $2, $3, $4)
+ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, updated_at = now()
+WHERE bots.name IS DISTINCT FROM EXCLUDED.name
+"""
+UPSERT_BOT_CONFIG = """
+INSERT INTO bot_configuration (bot_id, tenant_id, welcome_text, echo, settings) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (bot_id) DO UPDATE SET welcome_text = EXCLUDED.welcome_text, echo = EXCLUDED.echo,
+    settings = EXCLUDED.settings, updated_at = now()
+WHERE (bot_configuration.welcome_text, bot_configuration.echo, bot_configuration.settings)
+      IS DISTINCT FROM (EXCLUDED.welcome_text, EXCLUDED.echo, EXCLUDED.settings)
+"""
+UPSERT_CHANNEL = """
+INSERT INTO channels (id, tenant_id, bot_id, slug, type, external_id, credentials, config, active)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (id) DO UPDATE SET bot_id = EXCLUDED.bot_id, type = EXCLUDED.type,
+    external_id = EXCLUDED.external_id, credentials = EXCLUDED.credentials, config = EXCLUDED.config,
+    active = EXCLUDED.active, updated_at = now()
+"""
+
+
+async def load_bundle(pool: asyncpg.Pool, vault: Vault, bundle: Bundle) -> dict[str, str]:
+    """Create or update the tenant and everything in the bundle in one transaction.
+    Returns {channel slug: channel id} (the ids in the webhook URLs)."""
+    tid = tenant_id(bundle.tenant.slug)
+    bots = {b.slug: bot_id(tid, b.slug) for b in bundle.bots}
+    channel_ids: dict[str, str] = {}
+    async with pool.acquire() as conn, conn.transaction():
+        t = bundle.tenant
+        await conn.execute(UPSERT_TENANT, tid, t.slug, t.name, t.timezone)
+        for b in bundle.bots:
+            await conn.execute(UPSERT_BOT, bots[b.slug], tid, b.slug, b.name)
+            await conn.execute(UPSERT_BOT_CONFIG, bots[b.slug], tid, b.welcome_text, b.echo, b.settings)
+        for i, c in enumerate(bundle.channels):
+            secrets = {k: _resolve_secret(f"channels[{i}].secrets.{k}", v) for k, v in c.secrets.items()}
+            cid = channel_id(tid, c.slug)
+            await conn.execute(
+                UPSERT_CHANNEL,
+                cid,
+                tid,
+                bots[c.bot] if c.bot else None,
+                c.slug,
+                c.type.value,
+                c.external_id,
+                vault.encrypt(secrets),
+                c.config,
+                c.active,
+            )
+            channel_ids[c.slug] = cid
+    return channel_ids

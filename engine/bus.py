@@ -1,0 +1,151 @@
+"""RabbitMQ topology as data, and the few operations every process needs on it.
+
+    {p}.inbound   direct  --"k"-->  {p}.inbound.k    (k < shards; single active consumer)
+    {p}.outbound  direct  --"k"-->  {p}.outbound.k   (same shard as the conversation)
+    {p}.dlx       fanout  -------->  {p}.dead         (poison messages, with the reason)
+    {p}.inbound.k.retry   (TTL, dead-letters back to {p}.inbound.k through the default exchange)
+
+A conversation always hashes to the same shard k, and single-active-consumer lets exactly one
+process consume a shard at a time: that is what keeps each conversation in order.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+
+from engine import envelope
+from engine.models import InboundEvent, OutboundMessage, StatusEvent
+
+RETRY_DELAY_MS = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    name: str
+    type: aio_pika.ExchangeType
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    queue: str
+    exchange: str
+    routing_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    prefix: str
+    shards: int
+
+    @property
+    def inbound(self) -> str:
+        return f"{self.prefix}.inbound"
+
+    @property
+    def outbound(self) -> str:
+        return f"{self.prefix}.outbound"
+
+    @property
+    def dlx(self) -> str:
+        return f"{self.prefix}.dlx"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}.dead"
+
+    def inbound_queue(self, shard: int) -> str:
+        return f"{self.inbound}.{shard}"
+
+    def retry_queue(self, shard: int) -> str:
+        return f"{self.inbound}.{shard}.retry"
+
+    def outbound_queue(self, shard: int) -> str:
+        return f"{self.outbound}.{shard}"
+
+    def shard_of(self, tenant_id: str, channel_id: str, conversation_key: str) -> int:
+        """Stable across processes and hosts (crc32, never Python's salted hash())."""
+        return zlib.crc32(f"{tenant_id}:{channel_id}:{conversation_key}".encode()) % self.shards
+
+    def declarations(self) -> tuple[list[Exchange], list[Queue], list[Binding]]:
+        sac = {"x-single-active-consumer": True}
+        exchanges = [
+            Exchange(self.inbound, aio_pika.ExchangeType.DIRECT),
+            Exchange(self.outbound, aio_pika.ExchangeType.DIRECT),
+            Exchange(self.dlx, aio_pika.ExchangeType.FANOUT),
+        ]
+        queues = [Queue(self.dead)]
+        bindings = [Binding(self.dead, self.dlx, "")]
+        for k in range(self.shards):
+            queues += [
+                Queue(self.inbound_queue(k), {**sac, "x-dead-letter-exchange": self.dlx}),
+                Queue(
+                    self.retry_queue(k),
+                    {
+                        "x-message-ttl": RETRY_DELAY_MS,
+                        "x-dead-letter-exchange": "",
+                        "x-dead-letter-routing-key": self.inbound_queue(k),
+                    },
+                ),
+                Queue(self.outbound_queue(k), {**sac, "x-dead-letter-exchange": self.dlx}),
+            ]
+            bindings += [
+                Binding(self.inbound_queue(k), self.inbound, str(k)),
+                Binding(self.outbound_queue(k), self.outbound, str(k)),
+            ]
+        return exchanges, queues, bindings
+
+
+async def connect(url: str, name: str) -> AbstractRobustConnection:
+    """A robust connection: it reconnects by itself and re-declares what its channels declared."""
+    return await aio_pika.connect_robust(url, client_properties={"connection_name": name})
+
+
+async def open_channel(connection: AbstractRobustConnection, prefetch: int = 0) -> AbstractChannel:
+    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    if prefetch:
+        await channel.set_qos(prefetch_count=prefetch)
+    return channel
+
+
+async def declare_topology(channel: AbstractChannel, topology: Topology) -> None:
+    """Idempotent: declaring what exists with the same arguments is a no-op on the broker."""
+    exchanges, queues, bindings = topology.declarations()
+    for ex in exchanges:
+        await channel.declare_exchange(ex.name, ex.type, durable=True)
+    for q in queues:
+        await channel.declare_queue(q.name, durable=True, arguments=q.arguments)
+    for b in bindings:
+        queue = await channel.get_queue(b.queue, ensure=False)
+        await queue.bind(b.exchange, b.routing_key)
+
+
+async def delete_topology(channel: AbstractChannel, topology: Topology) -> None:
+    """Remove every exchange and queue of the topology (tests and `engine bus-reset`)."""
+    exchanges, queues, _ = topology.declarations()
+    for q in queues:
+        await channel.queue_delete(q.name)
+    for ex in exchanges:
+        await channel.exchange_delete(ex.name)
+
+
+def make_message(
+    item: InboundEvent | StatusEvent | OutboundMessage, *, message_id: str, correlation_id: str
+) -> aio_pika.Message:
+    return aio_pika.Message(
+        envelope.encode(item),
+        content_type=envelope.CONTENT_TYPE,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message_id,
+        correlation_id=correlation_id,
+    )

@@ -1,0 +1,32 @@
+"""Prometheus metrics, defined once: what operators watch on each process kind."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+WEBHOOKS = Counter(
+    "engine_webhooks_total", "Webhook requests by channel type and outcome", ["channel_type", "outcome"]
+)
+EVENTS_PUBLISHED = Counter("engine_events_published_total", "Inbound events confirmed by the broker")
+EVENTS_IGNORED = Counter(
+    "engine_events_ignored_total", "Webhook updates of a type the engine does not handle", ["channel_type"]
+)
+PUBLISH_SECONDS = Histogram("engine_publish_seconds", "Time from webhook received to broker confirm")
+
+MESSAGES_PROCESSED = Counter("engine_messages_processed_total", "Inbound messages committed by workers")
+DUPLICATES = Counter("engine_duplicates_total", "Inbound events dropped as duplicates", ["stage"])
+DEAD_LETTERS = Counter("engine_dead_letters_total", "Messages set aside on the dead-letter queue", ["reason"])
+RETRIES = Counter("engine_message_retries_total", "Inbound messages sent to the retry queue")
+FLUSH_SECONDS = Histogram("engine_flush_seconds", "Duration of one batched flush transaction")
+FLUSH_SIZE = Histogram(
+    "engine_flush_messages",
+    "Messages per batched flush",
+    buckets=(1, 5, 10, 25, 50, 100, 200, 300, 500, 1000),
+)
+OWNED_SHARDS = Gauge("engine_owned_shards", "Shard queues this process consumes", ["role"])
+LANES = Gauge("engine_active_lanes", "Conversations with work in flight in this worker")
+
+SENDS = Counter(
+    "engine_sends_total", "Outbound sends by channel type and outcome", ["channel_type", "outcome"]
+)
+SEND_SECONDS = Histogram("engine_send_seconds", "Platform send API latency", ["channel_type"])

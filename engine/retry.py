@@ -1,0 +1,32 @@
+"""Retry policy for outbound HTTP (platform send APIs): one place, tenacity underneath.
+
+Retry only what the platform says may succeed later (SendError.retryable); wait what it asks for
+(Retry-After, Telegram's retry_after) or else back off exponentially with jitter; stop after N.
+"""
+
+from __future__ import annotations
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_exponential_jitter
+
+from engine.models import SendError
+
+MAX_WAIT = 30.0  # never sleep longer than this on one retry, whatever the platform asks
+_backoff = wait_exponential_jitter(multiplier=0.2, max=MAX_WAIT, jitter=0.5)
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, SendError) and exc.retryable
+
+
+def _wait(state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    if isinstance(exc, SendError) and exc.retry_after is not None:
+        return min(exc.retry_after, MAX_WAIT)
+    return _backoff(state)
+
+
+def send_policy(attempts: int) -> AsyncRetrying:
+    return AsyncRetrying(
+        retry=retry_if_exception(_retryable), wait=_wait, stop=stop_after_attempt(attempts), reraise=True
+    )

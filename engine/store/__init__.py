@@ -1,0 +1,1 @@
+"""Raw asyncpg SQL, one module per concern; callers own the transaction."""

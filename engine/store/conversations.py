@@ -1,0 +1,61 @@
+"""Loading one conversation's state (and its contact) when a worker first sees it."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from engine.models import Contact, Conversation
+
+SELECT_CONVERSATION = """
+SELECT id::text, tenant_id::text, channel_id::text, contact_id::text, external_key, bot_id::text,
+       status, flow_id::text, flow_version, node_id, variables, tags
+FROM conversations WHERE id = $1
+"""
+SELECT_CONTACT = """
+SELECT id::text, tenant_id::text, channel_id::text, external_id, name, attributes
+FROM channel_contacts WHERE id = $1
+"""
+# The conversation's most recent event ids: a redelivery of something the previous owner of the
+# shard committed (but did not ack) is recognised before it is processed again.
+SELECT_RECENT_EVENTS = """
+SELECT event_id FROM inbound_events WHERE conversation_id = $1 ORDER BY processed_at DESC LIMIT $2
+"""
+
+
+async def load_conversation(conn: asyncpg.Connection, conversation_id: str) -> Conversation | None:
+    row = await conn.fetchrow(SELECT_CONVERSATION, conversation_id)
+    if row is None:
+        return None
+    return Conversation(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        channel_id=row["channel_id"],
+        contact_id=row["contact_id"],
+        key=row["external_key"],
+        bot_id=row["bot_id"],
+        status=row["status"],
+        flow_id=row["flow_id"],
+        flow_version=row["flow_version"],
+        node_id=row["node_id"],
+        variables=row["variables"],
+        tags=list(row["tags"]),
+        is_new=False,
+    )
+
+
+async def load_contact(conn: asyncpg.Connection, contact_id: str) -> Contact | None:
+    row = await conn.fetchrow(SELECT_CONTACT, contact_id)
+    if row is None:
+        return None
+    return Contact(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        channel_id=row["channel_id"],
+        key=row["external_id"],
+        name=row["name"],
+        attributes=row["attributes"],
+    )
+
+
+async def recent_event_ids(conn: asyncpg.Connection, conversation_id: str, limit: int) -> list[str]:
+    return [r["event_id"] for r in await conn.fetch(SELECT_RECENT_EVENTS, conversation_id, limit)]

@@ -1,0 +1,149 @@
+"""The worker's batched flush: one transaction, one round trip per table, for many messages.
+
+Callers hold the transaction. Everything is written with unnest() arrays (a few round trips per
+batch, whatever its size), and every insert is idempotent so a redelivered batch converges.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import orjson
+
+from engine.batch import Batch, EventKey, utc
+from engine.models import STATUS_RANK, StatusEvent
+
+UPSERT_CONTACTS = """
+INSERT INTO channel_contacts (id, tenant_id, channel_id, external_id, name, attributes, last_seen_at)
+SELECT id, tenant_id, channel_id, external_id, name, attributes::jsonb, last_seen_at
+FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
+     AS u(id, tenant_id, channel_id, external_id, name, attributes, last_seen_at)
+ON CONFLICT (id) DO UPDATE SET
+    name = coalesce(EXCLUDED.name, channel_contacts.name),
+    attributes = EXCLUDED.attributes,
+    last_seen_at = greatest(channel_contacts.last_seen_at, EXCLUDED.last_seen_at)
+"""
+UPSERT_CONVERSATIONS = """
+INSERT INTO conversations (id, tenant_id, channel_id, contact_id, external_key, bot_id, status, flow_id,
+                           flow_version, node_id, variables, tags, last_message_at)
+SELECT u.id, u.tenant_id, u.channel_id, u.contact_id, u.external_key, u.bot_id, u.status, u.flow_id,
+       u.flow_version, u.node_id, u.variables::jsonb, array(SELECT jsonb_array_elements_text(u.tags::jsonb)),
+       u.last_message_at
+FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::uuid[], $7::text[],
+            $8::uuid[], $9::int[], $10::text[], $11::text[], $12::text[], $13::timestamptz[])
+     AS u(id, tenant_id, channel_id, contact_id, external_key, bot_id, status, flow_id, flow_version,
+          node_id, variables, tags, last_message_at)
+ON CONFLICT (id) DO UPDATE SET
+    bot_id = EXCLUDED.bot_id, status = EXCLUDED.status, flow_id = EXCLUDED.flow_id,
+    flow_version = EXCLUDED.flow_version, node_id = EXCLUDED.node_id, variables = EXCLUDED.variables,
+    tags = EXCLUDED.tags, last_message_at = greatest(conversations.last_message_at, EXCLUDED.last_message_at)
+"""
+INSERT_EVENTS = """
+INSERT INTO inbound_events (channel_id, event_id, conversation_id)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[])
+ON CONFLICT DO NOTHING
+RETURNING channel_id::text, event_id
+"""
+INSERT_HISTORY = """
+INSERT INTO message_history (id, tenant_id, channel_id, conversation_id, direction, sender, message_type,
+                             text, payload, external_id, created_at)
+SELECT id, tenant_id, channel_id, conversation_id, direction, sender, message_type, text, payload::jsonb,
+       external_id, created_at
+FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[],
+            $8::text[], $9::text[], $10::text[], $11::timestamptz[])
+     AS u(id, tenant_id, channel_id, conversation_id, direction, sender, message_type, text, payload,
+          external_id, created_at)
+ON CONFLICT DO NOTHING
+"""
+INSERT_CHANNEL_MESSAGES = """
+INSERT INTO channel_messages (id, tenant_id, channel_id, conversation_id, message_history_id, body,
+                              created_at)
+SELECT id, tenant_id, channel_id, conversation_id, message_history_id, body::jsonb, created_at
+FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::timestamptz[])
+     AS u(id, tenant_id, channel_id, conversation_id, message_history_id, body, created_at)
+ON CONFLICT DO NOTHING
+"""
+# Statuses only move forward (sent < delivered < read); failed is final. Platforms deliver them
+# out of order, so a 'delivered' that arrives after 'read' changes nothing.
+APPLY_STATUSES = """
+UPDATE channel_messages m SET
+    status = u.status,
+    updated_at = now(),
+    sent_at = CASE WHEN u.status = 'sent' THEN coalesce(m.sent_at, u.at) ELSE m.sent_at END,
+    delivered_at = CASE WHEN u.status = 'delivered' THEN u.at ELSE m.delivered_at END,
+    read_at = CASE WHEN u.status = 'read' THEN u.at ELSE m.read_at END,
+    failed_at = CASE WHEN u.status = 'failed' THEN u.at ELSE m.failed_at END,
+    error_code = coalesce(u.error_code, m.error_code),
+    error = coalesce(u.error, m.error)
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::text[], $7::text[])
+     AS u(channel_id, platform_message_id, status, rank, at, error_code, error)
+WHERE m.channel_id = u.channel_id AND m.platform_message_id = u.platform_message_id
+  AND m.status <> 'failed'
+  AND u.rank > CASE m.status WHEN 'queued' THEN 0 WHEN 'sending' THEN 1 WHEN 'sent' THEN 2
+                             WHEN 'delivered' THEN 3 WHEN 'read' THEN 4 ELSE 9 END
+"""
+
+
+def _json(value: object) -> str:
+    # jsonb arrays travel as text[] and are cast in SQL: asyncpg cannot encode jsonb[] elements
+    # through a text-format codec.
+    return orjson.dumps(value).decode()
+
+
+def _columns(rows: list[tuple[object, ...]], width: int) -> list[list[object]]:
+    """Rows to the per-column lists that unnest() takes."""
+    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
+async def flush(conn: asyncpg.Connection, batch: Batch) -> set[EventKey]:
+    """Write the batch; returns the events found already in the ledger (late duplicates), whose
+    message rows and replies were left out. Must run inside the caller's transaction."""
+    duplicates: set[EventKey] = set()
+    if batch.events:
+        keys = list(batch.events)
+        inserted = await conn.fetch(
+            INSERT_EVENTS, [k[0] for k in keys], [k[1] for k in keys], list(batch.events.values())
+        )
+        duplicates = set(keys) - {(r["channel_id"], r["event_id"]) for r in inserted}
+    if batch.contacts:
+        await conn.execute(UPSERT_CONTACTS, *_columns(list(batch.contacts.values()), 7))
+    if batch.conversations:
+        await conn.execute(UPSERT_CONVERSATIONS, *_columns(list(batch.conversations.values()), 13))
+    history = [
+        (h.id, h.tenant_id, h.channel_id, h.conversation_id, h.direction, h.sender, h.message_type, h.text,
+         _json(h.payload), h.external_id, h.created_at)
+        for key, h in batch.history
+        if key not in duplicates
+    ]  # fmt: skip
+    if history:
+        await conn.execute(INSERT_HISTORY, *_columns(history, 11))
+    outbound = [
+        (m.id, m.tenant_id, m.channel_id, m.conversation_id, history_id, _json(m), utc(m.created_at))
+        for key, m, history_id in batch.outbound
+        if key not in duplicates
+    ]
+    if outbound:
+        await conn.execute(INSERT_CHANNEL_MESSAGES, *_columns(outbound, 7))
+    if batch.statuses:
+        await apply_statuses(conn, batch.statuses)
+    return duplicates
+
+
+async def apply_statuses(conn: asyncpg.Connection, statuses: list[StatusEvent]) -> None:
+    furthest: dict[tuple[str, str], StatusEvent] = {}
+    for s in statuses:  # several receipts of one message in a batch: keep the furthest
+        key = (s.channel_id, s.platform_message_id)
+        if key not in furthest or STATUS_RANK[s.status] > STATUS_RANK[furthest[key].status]:
+            furthest[key] = s
+    rows = [
+        (
+            s.channel_id,
+            s.platform_message_id,
+            s.status.value,
+            STATUS_RANK[s.status],
+            utc(s.timestamp),
+            s.error_code,
+            s.error,
+        )
+        for s in furthest.values()
+    ]
+    await conn.execute(APPLY_STATUSES, *_columns(rows, 7))

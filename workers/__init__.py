@@ -1,0 +1,1 @@
+"""Process entry points: one thin main per process kind, all behind the `engine` CLI."""

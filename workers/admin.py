@@ -1,0 +1,83 @@
+"""Admin tasks behind the CLI: load a tenant file, print transcripts, rotate the master key."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import asyncpg
+
+from engine.bundle import BundleError, load_bundle, read_bundle, tenant_id
+from engine.crypto import CredentialError, Vault
+from engine.settings import Settings
+from engine.store.pool import create_pool
+
+log = logging.getLogger(__name__)
+
+SELECT_TRANSCRIPTS = """
+SELECT c.id::text AS conversation_id, c.external_key, ct.name, m.direction, m.text, m.created_at
+FROM (SELECT * FROM conversations WHERE tenant_id = $1 ORDER BY last_message_at DESC LIMIT $2) c
+JOIN channel_contacts ct ON ct.id = c.contact_id
+JOIN message_history m ON m.conversation_id = c.id
+ORDER BY c.external_key, m.created_at, m.direction
+"""
+SELECT_CREDENTIALS = "SELECT id, credentials FROM channels WHERE credentials IS NOT NULL FOR UPDATE"
+UPDATE_CREDENTIALS = "UPDATE channels SET credentials = $2, updated_at = now() WHERE id = $1"
+
+
+async def load(settings: Settings, path: Path) -> int:
+    try:
+        bundle = read_bundle(path)
+        vault = Vault(settings.master_key)
+    except (BundleError, CredentialError, OSError) as exc:
+        print(f"engine load: {path}: {exc}", file=sys.stderr)
+        return 2
+    pool = await create_pool(settings.database_url)
+    try:
+        ids = await load_bundle(pool, vault, bundle)
+    except BundleError as exc:
+        print(f"engine load: {path}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await pool.close()
+    print(f"loaded tenant {bundle.tenant.slug} ({tenant_id(bundle.tenant.slug)})")
+    for slug, cid in ids.items():
+        kind = next(c.type.value for c in bundle.channels if c.slug == slug)
+        print(f"  channel {slug}: POST /webhooks/{kind}/{cid}")
+    return 0
+
+
+async def transcripts(pool: asyncpg.Pool, tenant_slug: str, limit: int) -> dict[str, list[str]]:
+    rows = await pool.fetch(SELECT_TRANSCRIPTS, tenant_id(tenant_slug), limit)
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        who = (r["name"] or r["external_key"]) if r["direction"] == "inbound" else "bot"
+        out.setdefault(r["external_key"], []).append(f"{who}: {r['text'] or ''}")
+    return out
+
+
+async def print_transcripts(settings: Settings, tenant_slug: str, limit: int) -> int:
+    pool = await create_pool(settings.database_url)
+    try:
+        for key, lines in (await transcripts(pool, tenant_slug, limit)).items():
+            print(f"--- conversation {key}")
+            for line in lines:
+                print(f"    {line}")
+    finally:
+        await pool.close()
+    return 0
+
+
+async def rotate_key(settings: Settings) -> int:
+    vault = Vault(settings.master_key)
+    pool = await create_pool(settings.database_url)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(SELECT_CREDENTIALS)
+            for row in rows:
+                await conn.execute(UPDATE_CREDENTIALS, row["id"], vault.rotate(row["credentials"]))
+    finally:
+        await pool.close()
+    print(f"re-encrypted the credentials of {len(rows)} channels under the first key")
+    return 0
