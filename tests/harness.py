@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -15,10 +16,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aio_pika
 import aiohttp
 import asyncpg
 from aiohttp import web
 
+from engine import bus
 from engine import http as receiver
 from engine.bundle import load_bundle, parse_bundle
 from engine.crypto import Vault
@@ -126,8 +129,8 @@ async def running_engine(settings: Settings, workers: int = 1, senders: int = 1)
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes an `engine ...` subprocess use these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_")}
-    for name, value in settings.model_dump().items():
-        env[f"ENGINE_{name.upper()}"] = str(value)
+    for name, value in settings.model_dump(mode="json").items():
+        env[f"ENGINE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     return env
 
 
@@ -141,6 +144,19 @@ async def wait_until(check: Any, timeout: float = 30.0, interval: float = 0.05) 
         while not (result := await check()):
             await asyncio.sleep(interval)
         return result
+
+
+async def queued_inbound(settings: Settings) -> int:
+    """Messages waiting in the inbound shard queues (nothing consumes them in receiver-only tests)."""
+    topology = bus.Topology(settings.topology_prefix, settings.shards)
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        total = 0
+        for k in range(settings.shards):
+            queue = await channel.declare_queue(topology.inbound_queue(k), passive=True)
+            total += queue.declaration_result.message_count or 0
+        return total
 
 
 async def count(pool: asyncpg.Pool, sql: str, *args: Any) -> int:

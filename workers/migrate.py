@@ -58,8 +58,8 @@ async def create_database(dsn: str) -> bool:
         await admin.execute(f'CREATE DATABASE "{name}"')
         log.info("created database %s", name)
         return True
-    except asyncpg.DuplicateDatabaseError:
-        return False  # a concurrent `engine migrate` created it first
+    except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+        return False  # a concurrent `engine migrate` created it first (the race shows as either)
     finally:
         await admin.close()
 

@@ -1,0 +1,188 @@
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+
+import pytest
+
+from engine.models import ChannelType
+from engine.ratelimit import DEFAULT_LIMITS, ChannelLimits, Limit, RateLimiter, limits_for
+from engine.settings import Settings
+
+
+class FakeTime:
+    """Virtual time: sleep() parks the caller until advance() moves the clock past its deadline."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (self.now + seconds, next(self._seq), future))
+        await future
+
+    async def run(self, *tasks: asyncio.Task[object]) -> None:
+        """Drive the tasks to completion, jumping the clock from one deadline to the next."""
+        while not all(t.done() for t in tasks):
+            for _ in range(5):  # let every runnable task reach its next sleep
+                await asyncio.sleep(0)
+            if self._waiters:
+                deadline, _, future = heapq.heappop(self._waiters)
+                self.now = max(self.now, deadline)
+                future.set_result(None)
+        for t in tasks:
+            t.result()
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    times = sorted(times)
+    return max(sum(1 for u in times if t <= u < t + window - 1e-9) for t in times)
+
+
+TELEGRAM = DEFAULT_LIMITS[ChannelType.TELEGRAM]
+
+
+async def send_burst(limiter: RateLimiter, fake: FakeTime, chat: str, n: int, limits: ChannelLimits, log: list):
+    for i in range(n):
+        await limiter.acquire_send("bot1", chat, limits)
+        log.append((chat, i, fake.now))
+
+
+async def test_one_message_per_second_per_telegram_chat() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(clock=fake.clock, sleep=fake.sleep)
+    log: list[tuple[str, int, float]] = []
+    # Ten concurrent senders per chat, ten messages each: a burst far above the limit.
+    tasks = [
+        asyncio.create_task(send_burst(limiter, fake, chat, 10, TELEGRAM, log))
+        for chat in ("111", "222", "333")
+        for _ in range(10)
+    ]
+    await fake.run(*tasks)
+    assert len(log) == 300
+    for chat in ("111", "222", "333"):
+        times = [t for c, _, t in log if c == chat]
+        assert max_in_window(times, 1.0) == 1  # never two messages to one chat within a second
+    # Chats do not wait for each other: all three finish together, not one after another.
+    assert max(t for _, _, t in log) == pytest.approx(99.0)
+    # Overall the bot never exceeds its 30/s (here only 3 chats, so about 3/s).
+    assert max_in_window([t for _, _, t in log], 1.0) <= 30
+    assert limiter._queues == {}  # per-chat queues are dropped once empty
+
+
+async def test_per_channel_limit_applies_across_chats() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(clock=fake.clock, sleep=fake.sleep)
+    log: list[tuple[str, int, float]] = []
+    limits = ChannelLimits(per_channel=Limit(5.0, 5.0), per_chat=Limit(100.0, 100.0))
+    tasks = [asyncio.create_task(send_burst(limiter, fake, f"chat{i}", 4, limits, log)) for i in range(20)]
+    await fake.run(*tasks)
+    times = [t for *_, t in log]
+    assert len(times) == 80
+    # Over any window W the channel lets through at most burst + rate * W.
+    for window in (0.5, 1.0, 3.0):
+        assert max_in_window(times, window) <= 5 + 5 * window
+
+
+async def test_whatsapp_pair_rate_burst_then_one_per_six_seconds() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(clock=fake.clock, sleep=fake.sleep)
+    log: list[tuple[str, int, float]] = []
+    limits = DEFAULT_LIMITS[ChannelType.WHATSAPP]
+    burst = int(limits.per_chat.burst)
+    await fake.run(asyncio.create_task(send_burst(limiter, fake, "BSUID", burst + 3, limits, log)))
+    times = [t for *_, t in log]
+    assert times[:burst] == [0.0] * burst
+    assert times[burst:] == pytest.approx([6.0, 12.0, 18.0])
+
+
+async def test_order_is_first_come_first_served_per_key() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(clock=fake.clock, sleep=fake.sleep)
+    order: list[int] = []
+
+    async def one(i: int) -> None:
+        await limiter.acquire_send("bot1", "111", TELEGRAM)
+        order.append(i)
+
+    tasks = [asyncio.create_task(one(i)) for i in range(8)]
+    await fake.run(*tasks)
+    assert order == list(range(8))
+
+
+async def test_block_holds_a_key_and_late_blocks_reach_sleepers() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(clock=fake.clock, sleep=fake.sleep)
+    chat = limiter.chat_key("bot1", "111")
+    limiter.block_for(chat, 7.0)  # a 429 with retry_after 7
+    log: list[tuple[str, int, float]] = []
+    other: list[tuple[str, int, float]] = []
+    blocked = asyncio.create_task(send_burst(limiter, fake, "111", 3, TELEGRAM, log))
+    free = asyncio.create_task(send_burst(limiter, fake, "222", 3, TELEGRAM, other))
+    await fake.run(blocked, free)
+    assert [t for *_, t in log] == [7.0, 8.0, 9.0]
+    assert [t for *_, t in other] == [0.0, 1.0, 2.0]  # other chats are not held up
+
+    # A block placed while senders already sleep towards their slots still holds them back.
+    log.clear()
+    task = asyncio.create_task(send_burst(limiter, fake, "111", 3, TELEGRAM, log))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    limiter.block(chat, fake.now + 30.0)
+    await fake.run(task)
+    assert [t for *_, t in log] == [39.0, 40.0, 41.0]
+
+
+def test_delay_and_try_acquire_without_sleeping() -> None:
+    now = [100.0]
+    limiter = RateLimiter(clock=lambda: now[0])
+    keys = limiter.send_keys("bot1", "111", TELEGRAM)
+    assert limiter.delay(keys) == 0.0
+    assert limiter.try_acquire(keys)
+    assert limiter.delay(keys) == pytest.approx(1.0)  # peeking takes nothing
+    assert not limiter.try_acquire(keys)
+    assert limiter.delay(keys) == pytest.approx(1.0)  # nor does a refused try
+    now[0] += 1.0
+    assert limiter.try_acquire(keys)
+    other_chat = limiter.send_keys("bot1", "222", TELEGRAM)
+    assert limiter.try_acquire(other_chat)  # the shared bot key has 30/s to spare
+
+
+async def test_a_slow_chat_never_holds_back_the_shared_channel_key() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(clock=fake.clock, sleep=fake.sleep)
+    limits = ChannelLimits(per_channel=Limit(1.0, 1.0), per_chat=Limit(0.01, 1.0))  # chat: 1 per 100 s
+    log: list[tuple[str, int, float]] = []
+    slow = asyncio.create_task(send_burst(limiter, fake, "slow", 2, limits, log))
+    others = [asyncio.create_task(send_burst(limiter, fake, f"c{i}", 1, limits, log)) for i in range(3)]
+    await fake.run(slow, *others)
+    # The slow chat's second message waits 100 s for its own key; the others go at once, 1/s.
+    assert sorted(t for c, _, t in log if c != "slow") == [1.0, 2.0, 3.0]
+    assert [t for c, _, t in log if c == "slow"] == [0.0, 100.0]
+
+
+def test_idle_buckets_are_swept() -> None:
+    now = [0.0]
+    limiter = RateLimiter(clock=lambda: now[0], sweep_every=10)
+    for i in range(9):
+        assert limiter.try_acquire([(f"k{i}", Limit(1.0))])
+    now[0] = 100.0
+    assert limiter.try_acquire([("last", Limit(1.0))])
+    assert set(limiter._tat) == {"last"}
+
+
+def test_limits_for_defaults_and_overrides() -> None:
+    assert limits_for(ChannelType.TELEGRAM, Settings()) == ChannelLimits(Limit(30.0, 30.0), Limit(1.0, 1.0))
+    assert limits_for(ChannelType.WHATSAPP, Settings()).per_channel == Limit(80.0, 80.0)
+    assert limits_for(ChannelType.WHATSAPP, Settings()).per_chat.rate == pytest.approx(1 / 6)
+    assert limits_for(ChannelType.SLACK, Settings()).per_chat.rate == 1.0
+    tuned = Settings(rate_limits={"telegram": {"chat_rate": 5, "channel_burst": 50}})
+    assert limits_for(ChannelType.TELEGRAM, tuned) == ChannelLimits(Limit(30.0, 50.0), Limit(5.0, 1.0))
+    for channel_type in ChannelType:
+        assert limits_for(channel_type) == DEFAULT_LIMITS[channel_type]
