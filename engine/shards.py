@@ -90,12 +90,27 @@ class ShardSubscriptions:
         self.on_release = on_release
         self.consumers: dict[int, tuple[AbstractQueue, str]] = {}
         self.in_flight: dict[int, int] = {}
+        self._idle: dict[int, asyncio.Event] = {}
 
     def received(self, shard: int) -> None:
         self.in_flight[shard] = self.in_flight.get(shard, 0) + 1
+        self._idle.setdefault(shard, asyncio.Event()).clear()
 
     def done(self, shard: int) -> None:
         self.in_flight[shard] -= 1
+        if self.in_flight[shard] == 0:
+            self._idle[shard].set()
+
+    async def wait_idle(self, shard: int, grace: float) -> bool:
+        """Wait until nothing of the shard is in flight; False if the grace period ran out."""
+        if not self.in_flight.get(shard):
+            return True
+        try:
+            async with asyncio.timeout(grace):
+                await self._idle[shard].wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def follow(self, interval: float) -> None:
         """Heartbeat and rebalance forever (run it as a task; cancel it to stop rebalancing)."""

@@ -19,7 +19,7 @@ SELECT_TRANSCRIPTS = """
 SELECT c.id::text AS conversation_id, c.external_key, ct.name, m.direction, m.text, m.created_at
 FROM (SELECT * FROM conversations WHERE tenant_id = $1 ORDER BY last_message_at DESC LIMIT $2) c
 JOIN channel_contacts ct ON ct.id = c.contact_id
-JOIN message_history m ON m.conversation_id = c.id
+JOIN message_history m ON m.conversation_id = c.id AND m.created_at >= to_timestamp($3)
 ORDER BY c.external_key, m.created_at, m.direction
 """
 SELECT_CREDENTIALS = "SELECT id, credentials FROM channels WHERE credentials IS NOT NULL FOR UPDATE"
@@ -48,8 +48,9 @@ async def load(settings: Settings, path: Path) -> int:
     return 0
 
 
-async def transcripts(pool: asyncpg.Pool, tenant_slug: str, limit: int) -> dict[str, list[str]]:
-    rows = await pool.fetch(SELECT_TRANSCRIPTS, tenant_id(tenant_slug), limit)
+async def transcripts(pool: asyncpg.Pool, tenant_slug: str, limit: int, since: float = 0.0) -> dict[str, list[str]]:
+    """Messages of the tenant's most recent conversations (from `since`, a unix time), in order."""
+    rows = await pool.fetch(SELECT_TRANSCRIPTS, tenant_id(tenant_slug), limit, since)
     out: dict[str, list[str]] = {}
     for r in rows:
         who = (r["name"] or r["external_key"]) if r["direction"] == "inbound" else "bot"

@@ -77,8 +77,8 @@ class Sender:
         log.info("sender %s stopped", membership.me)
 
     async def _released(self, shard: int) -> None:
-        while self.subs.in_flight.get(shard):
-            await asyncio.sleep(0.05)
+        if not await self.subs.wait_idle(shard, self.settings.shutdown_grace):
+            log.warning("shard %d handed over with sends in flight; their messages go back to the broker", shard)
 
     def _on_message(self, shard: int, message: AbstractIncomingMessage) -> None:
         try:
@@ -89,9 +89,7 @@ class Sender:
             log.error("rejecting outbound message %s: %s", message.message_id, exc)
             self.lanes.submit(("reject", message.message_id), lambda: self._finish(shard, message, dead=True))
             return
-        self.lanes.submit(
-            (item.channel_id, item.conversation_key), lambda: self._deliver(shard, message, item)
-        )
+        self.lanes.submit((item.channel_id, item.conversation_key), lambda: self._deliver(shard, message, item))
 
     async def _finish(self, shard: int, message: AbstractIncomingMessage, *, dead: bool = False) -> None:
         if dead:
@@ -108,9 +106,7 @@ class Sender:
             return
         channel = await self.directory.get(reply.channel_id)
         if channel is None or not channel.active:
-            await deliveries.mark_failed(
-                self.pool, reply.id, created, "channel", "channel missing or inactive"
-            )
+            await deliveries.mark_failed(self.pool, reply.id, created, "channel", "channel missing or inactive")
             await self._finish(shard, message)
             return
         impl = channels.get(reply.channel_type)
@@ -132,9 +128,7 @@ class Sender:
                             self.limiter.block_for(RateLimiter.chat_key(reply.channel_id, chat), exc.retry_after)
                         raise
                     finally:
-                        metrics.SEND_SECONDS.labels(reply.channel_type.value).observe(
-                            time.perf_counter() - started
-                        )
+                        metrics.SEND_SECONDS.labels(reply.channel_type.value).observe(time.perf_counter() - started)
             await deliveries.mark_sent(self.pool, reply.id, created, result.platform_message_id)
         except SendError as exc:
             outcome = "failed"

@@ -81,10 +81,9 @@ class Worker:
 
     async def _wait_released(self, shard: int) -> None:
         """Before a shard moves away: flush and ack what we hold of it, then drop its state."""
-        deadline = time.monotonic() + self.settings.shutdown_grace
-        while self.subs.in_flight.get(shard) and time.monotonic() < deadline:
-            self.batch_full.set()  # flush now rather than at the interval
-            await asyncio.sleep(0.02)
+        self.batch_full.set()  # flush now rather than at the interval
+        if not await self.subs.wait_idle(shard, self.settings.shutdown_grace):
+            log.warning("shard %d handed over with messages in flight; they go back to the broker", shard)
         self.state.evict_shard(shard)
 
     # --- per message --------------------------------------------------------------------------
@@ -99,9 +98,7 @@ class Worker:
             self.batch.statuses.append(item)
             self._stage_ack(shard, message)
         elif isinstance(item, InboundEvent):
-            self.lanes.submit(
-                (item.channel_id, item.conversation_key), lambda: self._handle(shard, message, item)
-            )
+            self.lanes.submit((item.channel_id, item.conversation_key), lambda: self._handle(shard, message, item))
         else:
             asyncio.create_task(self._dead_letter(shard, message, "not an inbound envelope"))  # noqa: RUF006
 
@@ -287,9 +284,7 @@ class Worker:
             publishes.append(self.outbound.publish(message, routing_key=str(shard), mandatory=True))
         results = await asyncio.gather(*publishes, return_exceptions=True)
         if failed := [r for r in results if isinstance(r, BaseException)]:
-            log.error(
-                "%d replies not confirmed by the broker (%r); the sweeper will resend", len(failed), failed[0]
-            )
+            log.error("%d replies not confirmed by the broker (%r); the sweeper will resend", len(failed), failed[0])
 
     # --- shutdown -----------------------------------------------------------------------------
 

@@ -1,0 +1,36 @@
+# The README's commands. `make demo` (alias `make run`) and `make test` work on a fresh machine:
+# they create the virtualenv, install, and start PostgreSQL and RabbitMQ if they are not answering.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install services demo run test lint bench-routing clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+services:
+	@bash .ci/services.sh
+
+demo run: install services
+	$(BIN)/engine demo
+
+test: install services
+	$(BIN)/ruff check engine workers tests
+	$(BIN)/ruff format --check engine workers tests
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check engine workers tests
+	$(BIN)/ruff format --check engine workers tests
+
+bench-routing: install
+	$(BIN)/python -m tests.bench.bench_routing
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,221 @@
+"""`engine demo` (make demo / make run): the whole engine on this machine against the fake platforms.
+
+Migrates, loads examples/tenant.yaml, starts the fake platforms, the receiver, two workers and a
+sender as separate processes, posts webhooks for a few conversations as the platforms would, waits
+for every reply to be delivered, prints each conversation's transcript from the database, and
+stops every process gracefully (also on Ctrl-C / SIGTERM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from engine.bundle import read_bundle
+from engine.crypto import generate_key
+from engine.settings import Settings
+from engine.store.pool import create_pool
+from workers.admin import load, transcripts
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "tenant.yaml"
+STATE = ROOT / ".demo"
+
+CONVERSATIONS = {
+    101: ("Ann", ["hello", "do you ship to Spain?", "thanks!"]),
+    102: ("Ben", ["hi there", "where is my order?"]),
+    103: ("Cleo", ["good morning", "is the store open on Sunday?", "great", "bye"]),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _master_key(settings: Settings) -> str:
+    if settings.master_key:
+        return settings.master_key
+    STATE.mkdir(exist_ok=True)
+    key_file = STATE / "master.key"
+    if not key_file.exists():
+        key_file.write_text(generate_key())
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+class Processes:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, *args: str) -> None:
+        self.procs.append((name, subprocess.Popen([sys.executable, "-m", "engine.cli", *args], env=self.env)))
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited early with status {proc.returncode}")
+
+    def stop(self) -> None:
+        for _, proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in self.procs:
+            try:
+                code = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
+            print(f"  {name} stopped (exit {code})")
+
+
+async def _wait_ready(url: str, procs: Processes, limit: float = 60) -> None:
+    deadline = time.monotonic() + limit
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            procs.check_alive()
+            try:
+                async with http.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.3)
+    raise TimeoutError(f"{url} not ready after {limit} s")
+
+
+async def _post_traffic(receiver: str, channel_id: str, secret: str, run: int) -> int:
+    """Post each conversation's messages in order, conversations concurrently, like Telegram."""
+    async with aiohttp.ClientSession() as http:
+
+        async def converse(chat_id: int, name: str, texts: list[str]) -> None:
+            for i, text in enumerate(texts):
+                user = {"id": chat_id, "is_bot": False, "first_name": name}
+                update = {
+                    "update_id": run * 1000 + chat_id * 10 + i,
+                    "message": {
+                        "message_id": run * 100 + i,
+                        "date": int(time.time()),
+                        "text": text,
+                        "from": user,
+                        "chat": {"id": chat_id, "type": "private", "first_name": name},
+                    },
+                }
+                headers = {"X-Telegram-Bot-Api-Secret-Token": secret}
+                async with http.post(f"{receiver}/webhooks/telegram/{channel_id}", json=update, headers=headers) as r:
+                    print(f"  POST telegram chat {chat_id} {text!r} -> {r.status}")
+
+        await asyncio.gather(*(converse(c, n, t) for c, (n, t) in CONVERSATIONS.items()))
+    return sum(len(t) for _, t in CONVERSATIONS.values())
+
+
+async def _wait_delivered(settings: Settings, since: float, expected: int, procs: Processes) -> None:
+    pool = await create_pool(settings.database_url)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            procs.check_alive()
+            sent = await pool.fetchval(
+                "SELECT count(*) FROM channel_messages WHERE status = 'sent' AND created_at >= to_timestamp($1)",
+                since,
+            )
+            if sent >= expected:
+                return
+            await asyncio.sleep(0.3)
+        raise TimeoutError(f"only {sent} of {expected} replies delivered")
+    finally:
+        await pool.close()
+
+
+async def _print_transcripts(settings: Settings, tenant: str, since: float) -> None:
+    pool = await create_pool(settings.database_url)
+    try:
+        for key, lines in (await transcripts(pool, tenant, 20, since)).items():
+            print(f"\n--- conversation {key}")
+            for line in lines:
+                print(f"    {line}")
+    finally:
+        await pool.close()
+
+
+async def _demo(settings: Settings, env: dict[str, str], procs: Processes, keep_running: bool) -> None:
+    from workers.migrate import migrate
+
+    print("migrating", settings.database_url.rsplit("@", 1)[-1])
+    await migrate(settings.database_url)
+    if await load(settings, EXAMPLE):
+        raise RuntimeError("engine load failed")
+    bundle = read_bundle(EXAMPLE)
+    from engine.bundle import channel_id, tenant_id
+
+    tg = next(c for c in bundle.channels if c.type.value == "telegram")
+    tg_id = channel_id(tenant_id(bundle.tenant.slug), tg.slug)
+
+    procs.start("fake-platforms", "fake-platforms", "--port", env["DEMO_FAKE_PORT"])
+    procs.start("receiver", "serve")
+    procs.start("worker-1", "worker")
+    procs.start("worker-2", "worker")
+    procs.start("sender", "sender")
+    receiver = f"http://127.0.0.1:{settings.http_port}"
+    await _wait_ready(f"{receiver}/readyz", procs)
+    print(f"receiver ready at {receiver}; posting demo webhooks")
+    since = time.time()
+    expected = await _post_traffic(receiver, tg_id, tg.secrets["secret_token"], int(since) % 100_000)
+    await _wait_delivered(settings, since, expected, procs)
+    await _print_transcripts(settings, bundle.tenant.slug, since)
+    print(
+        f"\nall {expected} replies delivered to the fake platform (http://127.0.0.1:{env['DEMO_FAKE_PORT']}/_fake/sent)"
+    )
+    if keep_running:
+        print("processes keep running; Ctrl-C stops them")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+
+
+def main(settings: Settings, keep_running: bool = False) -> int:
+    fake_port, http_port = _free_port(), _free_port()
+    fake = f"http://127.0.0.1:{fake_port}"
+    settings = settings.model_copy(
+        update={
+            "master_key": _master_key(settings),
+            "http_port": http_port,
+            "telegram_api_base": f"{fake}/telegram",
+            "graph_api_base": f"{fake}/graph",
+            "slack_api_base": f"{fake}/slack/api",
+        }
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_")}
+    for name, value in settings.model_dump(mode="json").items():
+        if name != "log_level" or "ENGINE_LOG_LEVEL" in os.environ:
+            env[f"ENGINE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    env.setdefault("ENGINE_LOG_LEVEL", "WARNING")  # keep the demo's own output readable
+    env["DEMO_FAKE_PORT"] = str(fake_port)
+    procs = Processes(env)
+    # SIGTERM to the demo becomes KeyboardInterrupt, so the finally below stops the children too.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        asyncio.run(_demo(settings, env, procs, keep_running))
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted")
+        return 130
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print("stopping processes")
+        procs.stop()
