@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     metrics_port: int = 0  # 0: no separate metrics server (receivers serve /metrics themselves)
 
+    # Outbound rate-limit overrides per channel type (engine.ratelimit.DEFAULT_LIMITS otherwise), e.g.
+    # ENGINE_RATE_LIMITS='{"telegram": {"chat_rate": 1, "chat_burst": 1, "channel_rate": 30, "channel_burst": 30}}'
+    rate_limits: dict[str, dict[str, float]] = Field(default_factory=dict)
+
     def api_base(self, channel_type: ChannelType) -> str:
         if channel_type is ChannelType.TELEGRAM:
             return self.telegram_api_base

@@ -111,7 +111,7 @@ class Sender:
             return
         impl = channels.get(reply.channel_type)
         base_url = self.settings.api_base(reply.channel_type)
-        chat = reply.conversation_key
+        chat = RateLimiter.chat_of(reply)
         limits = limits_for(reply.channel_type, self.settings)
         outcome = "sent"
         try:
@@ -119,13 +119,13 @@ class Sender:
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
                         await deliveries.touch(self.pool, reply.id, created)  # still ours: not stale
-                    await self.limiter.acquire_send(reply.channel_id, chat, limits)
+                    if reply.kind == "message":  # acknowledging a button press is not a chat message
+                        await self.limiter.acquire_send(reply.channel_id, chat, limits)
                     started = time.perf_counter()
                     try:
                         result = await impl.send(self.http, base_url, channel, reply)
                     except SendError as exc:
-                        if exc.retry_after is not None:
-                            self.limiter.block_for(RateLimiter.chat_key(reply.channel_id, chat), exc.retry_after)
+                        self.limiter.block_after(reply.channel_id, chat, exc)
                         raise
                     finally:
                         metrics.SEND_SECONDS.labels(reply.channel_type.value).observe(time.perf_counter() - started)

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 # Media keys of a Telegram message, in the order we look for them.
 MEDIA_KEYS = ("photo", "video", "audio", "voice", "document", "sticker", "animation", "video_note")
+MAX_TEXT = 4096
 
 
 class TelegramChannel:
@@ -65,15 +66,29 @@ class TelegramChannel:
             body: dict[str, Any] = {"callback_query_id": message.reply_to["callback_query_id"]}
             await _call(http, f"{base_url}/bot{token}/answerCallbackQuery", body)
             return SendResult(platform_message_id=None)
-        body = {"chat_id": message.reply_to["chat_id"], "text": message.text}
+        body = {"chat_id": message.reply_to["chat_id"], "text": message.text[:MAX_TEXT]}
         if thread := message.reply_to.get("message_thread_id"):
             body["message_thread_id"] = thread
         if message.buttons:
             body["reply_markup"] = {
                 "inline_keyboard": [[{"text": b.title, "callback_data": b.id}] for b in message.buttons]
             }
-        result = await _call(http, f"{base_url}/bot{token}/sendMessage", body)
+        try:
+            result = await _call(http, f"{base_url}/bot{token}/sendMessage", body)
+        except ChatMigrated as migrated:
+            # The group became a supergroup with a new id: the same message goes there, once (§2.6).
+            log.info("telegram chat migrated; resending to the new chat id")
+            body["chat_id"] = migrated.new_chat_id
+            result = await _call(http, f"{base_url}/bot{token}/sendMessage", body)
         return SendResult(platform_message_id=str(result["message_id"]))
+
+
+class ChatMigrated(SendError):
+    """400 with parameters.migrate_to_chat_id: the group was upgraded to a supergroup."""
+
+    def __init__(self, message: str, new_chat_id: int) -> None:
+        super().__init__(message, code="migrated", retryable=False)
+        self.new_chat_id = new_chat_id
 
 
 def _conversation_key(chat: dict[str, Any], thread_id: object) -> str:
@@ -157,10 +172,11 @@ def _callback_event(channel: ChannelInfo, update: dict[str, Any], query: dict[st
 
 async def _call(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
     """POST one Bot API method; map its error answer onto SendError (channels.md §2.6)."""
+    status = 0
     try:
         async with http.post(url, json=body) as resp:
-            data = await resp.json(content_type=None)
             status = resp.status
+            data = await resp.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise SendError(f"telegram unreachable: {type(exc).__name__}", retryable=True) from exc
     except ValueError:
@@ -170,7 +186,9 @@ async def _call(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> 
         return result
     code = int(data.get("error_code", status)) if isinstance(data, dict) else status
     description = str(data.get("description", "")) if isinstance(data, dict) else ""
-    params = data.get("parameters") or {} if isinstance(data, dict) else {}
+    params = (data.get("parameters") or {}) if isinstance(data, dict) else {}
     if code == 429:
         raise SendError(description, code="429", retryable=True, retry_after=float(params.get("retry_after", 1)))
+    if params.get("migrate_to_chat_id"):
+        raise ChatMigrated(description, int(params["migrate_to_chat_id"]))
     raise SendError(description or f"HTTP {status}", code=str(code), retryable=code >= 500)

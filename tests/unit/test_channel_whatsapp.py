@@ -171,7 +171,7 @@ def test_parse_every_message_type() -> None:
     image = by_id["wamid.IMG1"]
     assert image.type is MessageType.MEDIA
     assert image.text == "look"
-    assert image.media == {"kind": "image", "id": "1003", "mime_type": "image/jpeg", "sha256": "x"}
+    assert image.media == {"kind": "image", "id": "1003", "mime_type": "image/jpeg", "sha256": "x", "caption": "look"}
     for mid, kind in [("AUD1", "audio"), ("VID1", "video"), ("DOC1", "document"), ("STK1", "sticker")]:
         event = by_id[f"wamid.{mid}"]
         assert event.type is MessageType.MEDIA
@@ -423,3 +423,45 @@ async def test_send_network_error_is_retryable(http: aiohttp.ClientSession, unus
 async def test_answer_callback_is_a_no_op(http: aiohttp.ClientSession) -> None:
     message = h.outbound(CHANNEL, kind="answer_callback")
     assert (await WA.send(http, "http://127.0.0.1:1/graph", CHANNEL, message)).platform_message_id is None
+
+
+# --- Graph error classification (engine.channels.meta, shared with Messenger) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "header", "expected"),
+    [
+        (400, {"error": {"code": 131000, "message": "Something went wrong"}}, None, ("131000", True, None)),
+        (400, {"error": {"code": 131016}}, None, ("131016", True, None)),
+        (400, {"error": {"code": 999, "is_transient": True}}, None, ("999", True, None)),
+        (400, {"error": {"code": 4}}, None, ("4", True, 60.0)),
+        (400, {"error": {"code": 80007}}, None, ("80007", True, 60.0)),
+        (400, {"error": {"code": 131057}}, None, ("131057", True, 60.0)),
+        (400, {"error": {"code": 131056}}, "12", ("131056", True, 12.0)),
+        (429, {"error": {"code": 12345}}, None, ("12345", True, 1.0)),
+        (400, {"error": {"code": 100, "error_subcode": 2494010}}, None, ("100", False, None)),
+        (400, {"error": {"code": 131051}}, None, ("131051", False, None)),
+        (400, {"error": {"code": 368}}, None, ("368", False, None)),
+        (400, {"error": {"code": 131048}}, None, ("131048", False, None)),
+        (502, None, None, ("502", True, None)),
+        (404, "<html>", None, ("404", False, None)),
+    ],
+)
+def test_classify_graph_errors(status: int, body: object, header: str | None, expected: tuple) -> None:
+    from engine.channels import meta
+
+    error = meta.classify_error(status, body, header)
+    assert (error.code, error.retryable, error.retry_after) == expected
+
+
+def test_registry_serves_every_platform() -> None:
+    from engine import channels
+    from engine.channels.messenger import MessengerChannel
+    from engine.channels.slack import SlackChannel
+    from engine.channels.telegram import TelegramChannel
+
+    assert isinstance(channels.get(ChannelType.WHATSAPP), WhatsAppChannel)
+    assert isinstance(channels.get(ChannelType.MESSENGER), MessengerChannel)
+    assert channels.get(ChannelType.INSTAGRAM) is channels.get(ChannelType.MESSENGER)
+    assert isinstance(channels.get(ChannelType.SLACK), SlackChannel)
+    assert isinstance(channels.get(ChannelType.TELEGRAM), TelegramChannel)

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from engine.models import ChannelType
+from engine.models import ChannelType, OutboundMessage, SendError
 from engine.ratelimit import DEFAULT_LIMITS, ChannelLimits, Limit, RateLimiter, limits_for
 from engine.settings import Settings
 
@@ -186,3 +186,26 @@ def test_limits_for_defaults_and_overrides() -> None:
     assert limits_for(ChannelType.TELEGRAM, tuned) == ChannelLimits(Limit(30.0, 50.0), Limit(5.0, 1.0))
     for channel_type in ChannelType:
         assert limits_for(channel_type) == DEFAULT_LIMITS[channel_type]
+
+
+def test_block_after_picks_the_key_the_error_concerns() -> None:
+    now = [0.0]
+    limiter = RateLimiter(clock=lambda: now[0])
+    chat_keys = limiter.send_keys("wa1", "BSUID1", DEFAULT_LIMITS[ChannelType.WHATSAPP])
+    other_keys = limiter.send_keys("wa1", "BSUID2", DEFAULT_LIMITS[ChannelType.WHATSAPP])
+    limiter.block_after("wa1", "BSUID1", SendError("pair rate", code="131056", retryable=True, retry_after=6.0))
+    assert limiter.delay(chat_keys) == 6.0
+    assert limiter.delay(other_keys) == 0.0  # pair rate: only that recipient waits
+    limiter.block_after("wa1", "BSUID1", SendError("throughput", code="130429", retryable=True, retry_after=2.0))
+    assert limiter.delay(other_keys) == 2.0  # number-wide: every recipient waits
+    limiter.block_after("wa1", "BSUID3", SendError("bad", code="131047"))
+    assert limiter.delay(limiter.send_keys("wa1", "BSUID3", DEFAULT_LIMITS[ChannelType.WHATSAPP])) == 2.0
+
+
+def test_chat_of_counts_what_the_platform_counts() -> None:
+    def reply(channel_type: ChannelType, key: str, **reply_to: object) -> OutboundMessage:
+        return OutboundMessage("o1", 0.0, "t", "c", channel_type, "conv", key, "hi", reply_to=dict(reply_to))
+
+    assert RateLimiter.chat_of(reply(ChannelType.SLACK, "C1:1700.1", channel="C1", thread_ts="1700.1")) == "C1"
+    assert RateLimiter.chat_of(reply(ChannelType.TELEGRAM, "-100:7", chat_id=-100, message_thread_id=7)) == "-100"
+    assert RateLimiter.chat_of(reply(ChannelType.WHATSAPP, "US.1", to="1555")) == "US.1"
