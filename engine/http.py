@@ -61,15 +61,14 @@ async def webhook(request: web.Request) -> web.StreamResponse:
         return _outcome(request, type_name, "too_large", 413, f"body over {limit} bytes")
     raw = WebhookRequest(request.method, request.headers, request.query, body)
 
-    if request.method == "GET":
-        reply = impl.handshake(raw, channel)
-        if reply is None:
-            return _outcome(request, type_name, "bad_method", 405, "this channel has no GET handshake")
-        metrics.WEBHOOKS.labels(type_name, "handshake").inc()
-        return web.Response(status=reply.status, text=reply.text, content_type=reply.content_type)
     try:
-        impl.verify(raw, channel)
-        reply = impl.handshake(raw, channel)
+        if request.method == "GET":  # a subscription challenge (Meta); nothing else comes as GET
+            reply = impl.handshake(raw, channel)
+            if reply is None:
+                return _outcome(request, type_name, "bad_method", 405, "this channel has no GET handshake")
+        else:
+            impl.verify(raw, channel)
+            reply = impl.handshake(raw, channel)
         if reply is not None:
             metrics.WEBHOOKS.labels(type_name, "handshake").inc()
             return web.Response(status=reply.status, text=reply.text, content_type=reply.content_type)

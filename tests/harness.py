@@ -41,8 +41,8 @@ channels:
     type: telegram
     bot: shop
     external_id: acme_bot
-    secrets: {bot_token: "%s", secret_token: "%s"}
-""" % (TELEGRAM_TOKEN, TELEGRAM_SECRET)
+    secrets: {bot_token: "TOKEN", secret_token: "SECRET"}
+""".replace("TOKEN", TELEGRAM_TOKEN).replace("SECRET", TELEGRAM_SECRET)
 
 
 async def load_tenant(settings: Settings, text: str = BUNDLE) -> dict[str, str]:
