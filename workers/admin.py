@@ -16,11 +16,12 @@ from engine.store.pool import create_pool
 log = logging.getLogger(__name__)
 
 SELECT_TRANSCRIPTS = """
-SELECT c.id::text AS conversation_id, c.external_key, ct.name, m.direction, m.text, m.created_at
+SELECT ch.type || ' ' || c.external_key AS conversation, ct.name, m.direction, m.text, m.created_at
 FROM (SELECT * FROM conversations WHERE tenant_id = $1 ORDER BY last_message_at DESC LIMIT $2) c
+JOIN channels ch ON ch.id = c.channel_id
 JOIN channel_contacts ct ON ct.id = c.contact_id
 JOIN message_history m ON m.conversation_id = c.id AND m.created_at >= to_timestamp($3)
-ORDER BY c.external_key, m.created_at, m.direction
+ORDER BY 1, m.created_at, m.direction
 """
 SELECT_CREDENTIALS = "SELECT id, credentials FROM channels WHERE credentials IS NOT NULL FOR UPDATE"
 UPDATE_CREDENTIALS = "UPDATE channels SET credentials = $2, updated_at = now() WHERE id = $1"
@@ -53,8 +54,8 @@ async def transcripts(pool: asyncpg.Pool, tenant_slug: str, limit: int, since: f
     rows = await pool.fetch(SELECT_TRANSCRIPTS, tenant_id(tenant_slug), limit, since)
     out: dict[str, list[str]] = {}
     for r in rows:
-        who = (r["name"] or r["external_key"]) if r["direction"] == "inbound" else "bot"
-        out.setdefault(r["external_key"], []).append(f"{who}: {r['text'] or ''}")
+        who = (r["name"] or "user") if r["direction"] == "inbound" else "bot"
+        out.setdefault(r["conversation"], []).append(f"{who}: {r['text'] or ''}")
     return out
 
 

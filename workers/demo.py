@@ -20,7 +20,8 @@ from pathlib import Path
 
 import aiohttp
 
-from engine.bundle import read_bundle
+from engine import traffic
+from engine.bundle import Bundle, channel_id, read_bundle, tenant_id
 from engine.crypto import generate_key
 from engine.settings import Settings
 from engine.store.pool import create_pool
@@ -30,11 +31,15 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "tenant.yaml"
 STATE = ROOT / ".demo"
 
-CONVERSATIONS = {
-    101: ("Ann", ["hello", "do you ship to Spain?", "thanks!"]),
-    102: ("Ben", ["hi there", "where is my order?"]),
-    103: ("Cleo", ["good morning", "is the store open on Sunday?", "great", "bye"]),
-}
+# (channel slug, chat, contact name, messages): a few conversations on every platform.
+CONVERSATIONS = [
+    ("telegram", 101, "Ann", ["hello", "do you ship to Spain?", "thanks!"]),
+    ("telegram", 102, "Ben", ["hi there", "where is my order?"]),
+    ("whatsapp", 15550002222, "Cleo", ["good morning", "is the store open on Sunday?"]),
+    ("messenger", 3, "Dan", ["hey", "agent please"]),
+    ("instagram", 4, "Eve", ["love the new collection"]),
+    ("slack", 5, "Finn", ["hi from slack", "bye"]),
+]
 
 
 def _free_port() -> int:
@@ -95,29 +100,25 @@ async def _wait_ready(url: str, procs: Processes, limit: float = 60) -> None:
     raise TimeoutError(f"{url} not ready after {limit} s")
 
 
-async def _post_traffic(receiver: str, channel_id: str, secret: str, run: int) -> int:
-    """Post each conversation's messages in order, conversations concurrently, like Telegram."""
+async def _post_traffic(receiver: str, bundle: Bundle, run: int) -> int:
+    """Post each conversation's messages in order, conversations concurrently, signed as the
+    platforms sign them."""
+    tid = tenant_id(bundle.tenant.slug)
+    specs = {c.slug: c for c in bundle.channels}
     async with aiohttp.ClientSession() as http:
 
-        async def converse(chat_id: int, name: str, texts: list[str]) -> None:
+        async def converse(slug: str, chat: int, name: str, texts: list[str]) -> None:
+            spec = specs[slug]
             for i, text in enumerate(texts):
-                user = {"id": chat_id, "is_bot": False, "first_name": name}
-                update = {
-                    "update_id": run * 1000 + chat_id * 10 + i,
-                    "message": {
-                        "message_id": run * 100 + i,
-                        "date": int(time.time()),
-                        "text": text,
-                        "from": user,
-                        "chat": {"id": chat_id, "type": "private", "first_name": name},
-                    },
-                }
-                headers = {"X-Telegram-Bot-Api-Secret-Token": secret}
-                async with http.post(f"{receiver}/webhooks/telegram/{channel_id}", json=update, headers=headers) as r:
-                    print(f"  POST telegram chat {chat_id} {text!r} -> {r.status}")
+                seq = run * 1000 + chat % 100 * 10 + i
+                hook = traffic.for_channel(
+                    spec.type, channel_id(tid, slug), spec.external_id, spec.secrets, seq, chat, name, text
+                )
+                async with http.post(receiver + hook.path, data=hook.body, headers=hook.headers) as resp:
+                    print(f"  POST {slug:<9} chat {chat} {text!r} -> {resp.status}")
 
-        await asyncio.gather(*(converse(c, n, t) for c, (n, t) in CONVERSATIONS.items()))
-    return sum(len(t) for _, t in CONVERSATIONS.values())
+        await asyncio.gather(*(converse(*conversation) for conversation in CONVERSATIONS))
+    return sum(len(texts) for *_, texts in CONVERSATIONS)
 
 
 async def _wait_delivered(settings: Settings, since: float, expected: int, procs: Processes) -> None:
@@ -142,7 +143,7 @@ async def _print_transcripts(settings: Settings, tenant: str, since: float) -> N
     pool = await create_pool(settings.database_url)
     try:
         for key, lines in (await transcripts(pool, tenant, 20, since)).items():
-            print(f"\n--- conversation {key}")
+            print(f"\n--- {key}")
             for line in lines:
                 print(f"    {line}")
     finally:
@@ -157,10 +158,6 @@ async def _demo(settings: Settings, env: dict[str, str], procs: Processes, keep_
     if await load(settings, EXAMPLE):
         raise RuntimeError("engine load failed")
     bundle = read_bundle(EXAMPLE)
-    from engine.bundle import channel_id, tenant_id
-
-    tg = next(c for c in bundle.channels if c.type.value == "telegram")
-    tg_id = channel_id(tenant_id(bundle.tenant.slug), tg.slug)
 
     procs.start("fake-platforms", "fake-platforms", "--port", env["DEMO_FAKE_PORT"])
     procs.start("receiver", "serve")
@@ -171,7 +168,7 @@ async def _demo(settings: Settings, env: dict[str, str], procs: Processes, keep_
     await _wait_ready(f"{receiver}/readyz", procs)
     print(f"receiver ready at {receiver}; posting demo webhooks")
     since = time.time()
-    expected = await _post_traffic(receiver, tg_id, tg.secrets["secret_token"], int(since) % 100_000)
+    expected = await _post_traffic(receiver, bundle, int(since) % 1_000_000)
     await _wait_delivered(settings, since, expected, procs)
     await _print_transcripts(settings, bundle.tenant.slug, since)
     print(
