@@ -115,7 +115,13 @@ class ShardSubscriptions:
     async def follow(self, interval: float) -> None:
         """Heartbeat and rebalance forever (run it as a task; cancel it to stop rebalancing)."""
         while True:
-            members = await self.membership.heartbeat()
+            try:
+                members = await self.membership.heartbeat()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # Keep what we own: single-active-consumer keeps order even if our lease lapses.
+                log.warning("heartbeat failed (%s); keeping current shards", type(exc).__name__)
+                await asyncio.sleep(interval)
+                continue
             wanted = assign(self.shards, members, self.membership.me)
             for shard in sorted(wanted - self.consumers.keys()):
                 await self._consume(shard)

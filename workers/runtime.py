@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import uvloop
 
@@ -47,3 +48,18 @@ def run(main: Callable[[asyncio.Event], Awaitable[None]], settings: Settings) ->
         await main(stop)
 
     uvloop.run(wrapper())
+
+
+async def until_stop_or_failure(stop: asyncio.Event, tasks: list[asyncio.Task[Any]]) -> bool:
+    """Wait for a stop request or for one of the process's long-lived tasks to end.
+    Returns True if a task died (the process should then exit non-zero after shutting down,
+    so that its supervisor restarts it)."""
+    stopper = asyncio.create_task(stop.wait(), name="stop")
+    done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    died = False
+    for task in done - {stopper}:
+        died = True
+        error = None if task.cancelled() else task.exception()
+        logging.getLogger(__name__).error("task %s ended (%r); shutting down", task.get_name(), error)
+    return died

@@ -27,6 +27,7 @@ from engine.shards import Membership, ShardSubscriptions
 from engine.store import deliveries
 from engine.store.channels import ChannelDirectory
 from engine.store.pool import create_pool
+from workers.runtime import run, until_stop_or_failure
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,7 @@ class Sender:
             asyncio.create_task(self._sweep_loop(), name="sweeper"),
         ]
         log.info("sender %s started", membership.me)
-        stopper = asyncio.create_task(stop.wait(), name="stop")
-        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task is not stopper and task.exception():
-                log.error("task %s died: %r; shutting down", task.get_name(), task.exception())
+        died = await until_stop_or_failure(stop, tasks)
         for task in tasks:
             task.cancel()
         await self.subs.stop()
@@ -68,13 +65,14 @@ class Sender:
             log.warning("grace period over: unsent replies go back to the broker")
             await self.lanes.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        stopper.cancel()
         await membership.leave()
         await self.channel.close()
         await self.connection.close()
         await self.http.close()
         await self.pool.close()
         log.info("sender %s stopped", membership.me)
+        if died:
+            raise SystemExit(1)
 
     async def _released(self, shard: int) -> None:
         if not await self.subs.wait_idle(shard, self.settings.shutdown_grace):
@@ -99,6 +97,15 @@ class Sender:
         self.subs.done(shard)
 
     async def _deliver(self, shard: int, message: AbstractIncomingMessage, reply: OutboundMessage) -> None:
+        try:
+            await self._send(shard, message, reply)
+        except Exception:  # the database is unreachable, or a bug: hand the message back
+            log.exception("delivering %s failed; requeueing", reply.id)
+            await asyncio.sleep(1.0)
+            await message.nack(requeue=True)
+            self.subs.done(shard)
+
+    async def _send(self, shard: int, message: AbstractIncomingMessage, reply: OutboundMessage) -> None:
         created = utc(reply.created_at)
         if not await deliveries.claim(self.pool, reply.id, created):
             metrics.SENDS.labels(reply.channel_type.value, "duplicate").inc()
@@ -154,6 +161,4 @@ class Sender:
 
 
 def main(settings: Settings) -> None:
-    from workers.runtime import run
-
     run(Sender(settings).run, settings)

@@ -33,6 +33,7 @@ from engine.shards import Membership, ShardSubscriptions
 from engine.state import Entry, StateCache
 from engine.store import messages as store
 from engine.store.pool import create_pool
+from workers.runtime import run, until_stop_or_failure
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +73,10 @@ class Worker:
             asyncio.create_task(self._flush_loop(), name="flusher"),
         ]
         log.info("worker %s started", self.membership.me)
-        stopper = asyncio.create_task(stop.wait(), name="stop")
-        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task is not stopper and task.exception():
-                log.error("task %s died: %r; shutting down", task.get_name(), task.exception())
-        await self._shutdown(tasks, stopper)
+        died = await until_stop_or_failure(stop, tasks)
+        await self._shutdown(tasks)
+        if died:
+            raise SystemExit(1)
 
     async def _wait_released(self, shard: int) -> None:
         """Before a shard moves away: flush and ack what we hold of it, then drop its state."""
@@ -103,7 +102,14 @@ class Worker:
             asyncio.create_task(self._dead_letter(shard, message, "not an inbound envelope"))  # noqa: RUF006
 
     async def _handle(self, shard: int, message: AbstractIncomingMessage, event: InboundEvent) -> None:
-        entry = await self.state.get(event, shard)
+        try:
+            entry = await self.state.get(event, shard)
+        except Exception:  # the database is unreachable: hand the message back, in its place
+            log.exception("loading conversation state for %s failed; requeueing", event.idempotency_key)
+            await asyncio.sleep(1.0)
+            await message.nack(requeue=True)
+            self.subs.done(shard)
+            return
         if entry.seen(event.event_id):
             metrics.DUPLICATES.labels("cache").inc()
             self._stage_ack(shard, message)
@@ -167,8 +173,8 @@ class Worker:
                     utc(reply.created_at),
                 )))  # fmt: skip
             batch.outbound.append((key, reply, history_id))
-        for run in outcome.tool_runs:
-            batch.tool_runs.append((key, event.tenant_id, conversation.id, run))
+        for tool_run in outcome.tool_runs:
+            batch.tool_runs.append((key, event.tenant_id, conversation.id, tool_run))
         for error in outcome.errors:
             log.warning("conversation %s: %s", conversation.id, error)
         batch.stage_state(conversation, entry.contact, utc(now))
@@ -288,16 +294,16 @@ class Worker:
 
     # --- shutdown -----------------------------------------------------------------------------
 
-    async def _shutdown(self, tasks: list[asyncio.Task[Any]], stopper: asyncio.Task[Any]) -> None:
+    async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
         """Stop taking work, finish what is in flight, flush and ack, then close in reverse order."""
         tasks[0].cancel()  # membership: no more shard changes
         await self.subs.stop()
         if not await self.lanes.drain(self.settings.shutdown_grace):
             log.warning("grace period over: unfinished messages go back to the broker")
             await self.lanes.cancel()
-        tasks[1].cancel()
-        await asyncio.gather(*tasks, stopper, return_exceptions=True)
-        stopper.cancel()
+        async with self.flush_lock:  # never cancel the flusher in the middle of a flush
+            tasks[1].cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         try:
             await self.flush()
         except Exception:  # the broker will redeliver whatever we could not commit and ack
@@ -337,6 +343,5 @@ def _answer_callback(event: InboundEvent, conversation_id: str, now: float) -> O
 
 
 def main(settings: Settings) -> None:
-    from workers.runtime import run
 
     run(Worker(settings).run, settings)
