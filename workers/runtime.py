@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvloop
+from prometheus_client import start_http_server
 
 from engine.settings import Settings
 
@@ -29,8 +30,11 @@ def setup_logging(settings: Settings) -> None:
 
 
 def run(main: Callable[[asyncio.Event], Awaitable[None]], settings: Settings) -> None:
-    """Run main(stop) on uvloop; the first SIGTERM/SIGINT sets stop, a second one exits at once."""
+    """Run main(stop) on uvloop; the first SIGTERM/SIGINT sets stop, a second one exits at once.
+    With ENGINE_METRICS_PORT set, the process serves Prometheus metrics on that port."""
     setup_logging(settings)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.http_host)
 
     async def wrapper() -> None:
         stop = asyncio.Event()
