@@ -91,9 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="create the database if needed and apply sql/ migrations").set_defaults(
         func=_migrate
     )
-    sub.add_parser("serve", help="run the webhook receivers (+ /healthz, /readyz, /metrics)").set_defaults(
-        func=_serve
-    )
+    sub.add_parser("serve", help="run the webhook receivers (+ /healthz, /readyz, /metrics)").set_defaults(func=_serve)
     sub.add_parser("worker", help="run one worker process").set_defaults(func=_worker)
     p = sub.add_parser("workers", help="supervise N worker processes (restarts the ones that die)")
     p.add_argument("-n", type=int, default=2, help="number of worker processes (default 2)")

@@ -25,9 +25,7 @@ class Vault:
     def __init__(self, master_key: str) -> None:
         keys = [k.strip() for k in master_key.split(",") if k.strip()]
         if not keys:
-            raise CredentialError(
-                "ENGINE_MASTER_KEY is not set: create one with `engine gen-key` and keep it secret"
-            )
+            raise CredentialError("ENGINE_MASTER_KEY is not set: create one with `engine gen-key` and keep it secret")
         try:
             self._fernet = MultiFernet([Fernet(k.encode()) for k in keys])
         except ValueError:

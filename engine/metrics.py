@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-WEBHOOKS = Counter(
-    "engine_webhooks_total", "Webhook requests by channel type and outcome", ["channel_type", "outcome"]
-)
+WEBHOOKS = Counter("engine_webhooks_total", "Webhook requests by channel type and outcome", ["channel_type", "outcome"])
 EVENTS_PUBLISHED = Counter("engine_events_published_total", "Inbound events confirmed by the broker")
 EVENTS_IGNORED = Counter(
     "engine_events_ignored_total", "Webhook updates of a type the engine does not handle", ["channel_type"]
@@ -26,7 +24,5 @@ FLUSH_SIZE = Histogram(
 OWNED_SHARDS = Gauge("engine_owned_shards", "Shard queues this process consumes", ["role"])
 LANES = Gauge("engine_active_lanes", "Conversations with work in flight in this worker")
 
-SENDS = Counter(
-    "engine_sends_total", "Outbound sends by channel type and outcome", ["channel_type", "outcome"]
-)
+SENDS = Counter("engine_sends_total", "Outbound sends by channel type and outcome", ["channel_type", "outcome"])
 SEND_SECONDS = Histogram("engine_send_seconds", "Platform send API latency", ["channel_type"])

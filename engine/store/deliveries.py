@@ -47,15 +47,11 @@ async def touch(pool: asyncpg.Pool, message_id: str, created_at: datetime) -> No
     await pool.execute(TOUCH, message_id, created_at)
 
 
-async def mark_sent(
-    pool: asyncpg.Pool, message_id: str, created_at: datetime, platform_id: str | None
-) -> None:
+async def mark_sent(pool: asyncpg.Pool, message_id: str, created_at: datetime, platform_id: str | None) -> None:
     await pool.execute(MARK_SENT, message_id, created_at, platform_id)
 
 
-async def mark_failed(
-    pool: asyncpg.Pool, message_id: str, created_at: datetime, code: str | None, error: str
-) -> None:
+async def mark_failed(pool: asyncpg.Pool, message_id: str, created_at: datetime, code: str | None, error: str) -> None:
     await pool.execute(MARK_FAILED, message_id, created_at, code, error[:1000])
 
 

@@ -10,9 +10,7 @@ import orjson
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for name in ("jsonb", "json"):
-        await conn.set_type_codec(
-            name, encoder=_dumps, decoder=orjson.loads, schema="pg_catalog", format="text"
-        )
+        await conn.set_type_codec(name, encoder=_dumps, decoder=orjson.loads, schema="pg_catalog", format="text")
 
 
 def _dumps(value: Any) -> str:
