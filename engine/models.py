@@ -222,6 +222,11 @@ class ToolRun:
     response: dict[str, Any] | None
     error: str | None
     tool_id: str | None = None
+    # The tool_executions columns the worker could not know otherwise (added for the brain):
+    tenant_id: str | None = None
+    conversation_id: str | None = None
+    idempotency_key: str | None = None  # the Idempotency-Key header sent (inbound event + step)
+    started_at: float | None = None  # epoch seconds
 
 
 @dataclass(slots=True)
