@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine.crypto import Vault
+from engine.definitions import DefinitionError, save_definitions
 from engine.models import ChannelType, stable_id
 
 SLUG = r"^[a-z0-9][a-z0-9_\-]{0,62}$"
@@ -97,7 +98,29 @@ def format_errors(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+_ENV_EXPANSION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str) -> str:
+    """${NAME} and ${NAME:-default} are replaced from the environment before parsing (as in
+    docker-compose files), so one file serves several environments. Comment lines are left as
+    they are."""
+
+    def value(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is None:
+            raise BundleError(f"environment variable {name} is not set (write ${{{name}:-default}} for a default)")
+        return default
+
+    return "\n".join(
+        line if line.lstrip().startswith("#") else _ENV_EXPANSION.sub(value, line) for line in text.split("\n")
+    )
+
+
 def parse_bundle(text: str, name: str = "bundle") -> Bundle:
+    text = expand_env(text)
     try:
         data = orjson.loads(text) if name.endswith(".json") else yaml.safe_load(text)
     except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
@@ -156,18 +179,26 @@ ON CONFLICT (bot_id) DO UPDATE SET welcome_text = EXCLUDED.welcome_text, echo = 
 WHERE (bot_configuration.welcome_text, bot_configuration.echo, bot_configuration.settings)
       IS DISTINCT FROM (EXCLUDED.welcome_text, EXCLUDED.echo, EXCLUDED.settings)
 """
+SELECT_CHANNEL_CREDENTIALS = "SELECT credentials FROM channels WHERE id = $1"
 UPSERT_CHANNEL = """
 INSERT INTO channels (id, tenant_id, bot_id, slug, type, external_id, credentials, config, active)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (id) DO UPDATE SET bot_id = EXCLUDED.bot_id, type = EXCLUDED.type,
     external_id = EXCLUDED.external_id, credentials = EXCLUDED.credentials, config = EXCLUDED.config,
     active = EXCLUDED.active, updated_at = now()
+WHERE (channels.bot_id, channels.type, channels.external_id, channels.credentials, channels.config, channels.active)
+      IS DISTINCT FROM (EXCLUDED.bot_id, EXCLUDED.type, EXCLUDED.external_id, EXCLUDED.credentials,
+                        EXCLUDED.config, EXCLUDED.active)
 """
 
 
-async def load_bundle(pool: asyncpg.Pool, vault: Vault, bundle: Bundle) -> dict[str, str]:
+BRAIN_SECTIONS = ("rules", "flows", "tools", "faqs", "documents")
+
+
+async def load_bundle(pool: asyncpg.Pool, vault: Vault, bundle: Bundle) -> tuple[dict[str, str], list[str]]:
     """Create or update the tenant and everything in the bundle in one transaction.
-    Returns {channel slug: channel id} (the ids in the webhook URLs)."""
+    Returns ({channel slug: channel id}, warnings). A brain section (rules, flows, ...) present in
+    the file replaces that kind of definition for the tenant; one absent leaves it alone."""
     tid = tenant_id(bundle.tenant.slug)
     bots = {b.slug: bot_id(tid, b.slug) for b in bundle.bots}
     channel_ids: dict[str, str] = {}
@@ -188,9 +219,16 @@ async def load_bundle(pool: asyncpg.Pool, vault: Vault, bundle: Bundle) -> dict[
                 c.slug,
                 c.type.value,
                 c.external_id,
-                vault.encrypt(secrets),
+                vault.encrypt_unless_same(await conn.fetchval(SELECT_CHANNEL_CREDENTIALS, cid), secrets),
                 c.config,
                 c.active,
             )
             channel_ids[c.slug] = cid
-    return channel_ids
+        section = {k: getattr(bundle, k) for k in BRAIN_SECTIONS if k in bundle.model_fields_set}
+        try:
+            warnings = await save_definitions(
+                conn, tid, section, bots, known_channels=channel_ids, vault=vault
+            ) if section else []  # fmt: skip
+        except DefinitionError as exc:
+            raise BundleError(str(exc)) from None
+    return channel_ids, warnings

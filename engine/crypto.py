@@ -42,6 +42,18 @@ class Vault:
         except InvalidToken:
             raise CredentialError("a stored credential does not decrypt with ENGINE_MASTER_KEY") from None
 
+    def encrypt_unless_same(self, old: bytes | None, secrets: dict[str, Any]) -> bytes:
+        """The stored token when it already holds these secrets, else a new one. Fernet tokens
+        differ on every encryption, so this is what keeps a repeated load from changing rows (and
+        from waking every worker to reload). A token the current keys cannot read is replaced."""
+        if old is not None:
+            try:
+                if self.decrypt(old) == secrets:
+                    return bytes(old)
+            except CredentialError:
+                pass
+        return self.encrypt(secrets)
+
     def rotate(self, token: bytes) -> bytes:
         """Re-encrypt under the first (newest) key."""
         return self._fernet.rotate(bytes(token))

@@ -258,10 +258,7 @@ async def _save_tools(conn: asyncpg.Connection, tenant_id: str, tools: list[Http
         secrets = {k: resolve_secret(f"tools[{i}].secrets.{k}", v) for k, v in t.secrets.items()}
         token = None
         if secrets and vault is not None:
-            # Fernet tokens differ on every encryption: keep the stored one when the secrets are the
-            # same, so a repeated load changes nothing (and reloads no worker).
-            old = await conn.fetchval(sql.SELECT_TOOL_SECRETS, tid)
-            token = old if old is not None and vault.decrypt(old) == secrets else vault.encrypt(secrets)
+            token = vault.encrypt_unless_same(await conn.fetchval(sql.SELECT_TOOL_SECRETS, tid), secrets)
         await conn.execute(sql.UPSERT_TOOL, tid, tenant_id, t.slug, t.kind, t.config(), token)
     await conn.execute(sql.DELETE_TOOLS_EXCEPT, tenant_id, ids)
 

@@ -50,7 +50,8 @@ async def load_tenant(settings: Settings, text: str = BUNDLE) -> dict[str, str]:
 
     pool = await create_pool(settings.database_url)
     try:
-        return await load_bundle(pool, Vault(settings.master_key), parse_bundle(text))
+        ids, _ = await load_bundle(pool, Vault(settings.master_key), parse_bundle(text))
+        return ids
     finally:
         await pool.close()
 

@@ -31,17 +31,19 @@ async def load(settings: Settings, path: Path) -> int:
     try:
         bundle = read_bundle(path)
         vault = Vault(settings.master_key)
-    except (BundleError, CredentialError, OSError) as exc:
+    except (BundleError, CredentialError, OSError, UnicodeDecodeError) as exc:
         print(f"engine load: {path}: {exc}", file=sys.stderr)
         return 2
     pool = await create_pool(settings.database_url)
     try:
-        ids = await load_bundle(pool, vault, bundle)
+        ids, warnings = await load_bundle(pool, vault, bundle)
     except BundleError as exc:
         print(f"engine load: {path}: {exc}", file=sys.stderr)
         return 2
     finally:
         await pool.close()
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"loaded tenant {bundle.tenant.slug} ({tenant_id(bundle.tenant.slug)})")
     for slug, cid in ids.items():
         kind = next(c.type.value for c in bundle.channels if c.slug == slug)

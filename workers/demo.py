@@ -31,15 +31,18 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "tenant.yaml"
 STATE = ROOT / ".demo"
 
-# (channel slug, chat, contact name, messages): a few conversations on every platform.
+# (channel slug, chat, contact name, messages): conversations with the example shop bot on every
+# platform: the menu, an order lookup through the HTTP tool (with a re-prompt), FAQ and knowledge-base
+# answers, and a handoff to a human after which the bot stays silent.
 CONVERSATIONS = [
-    ("telegram", 101, "Ann", ["hello", "do you ship to Spain?", "thanks!"]),
-    ("telegram", 102, "Ben", ["hi there", "where is my order?"]),
-    ("whatsapp", 15550002222, "Cleo", ["good morning", "is the store open on Sunday?"]),
-    ("messenger", 3, "Dan", ["hey", "agent please"]),
-    ("instagram", 4, "Eve", ["love the new collection"]),
-    ("slack", 5, "Finn", ["hi from slack", "bye"]),
+    ("telegram", 101, "Ann", ["hi", "where is my order?", "123", "12345"]),
+    ("telegram", 102, "Ben", ["hello", "How long does shipping take?"]),
+    ("whatsapp", 15550002222, "Cleo", ["hi", "Talk to a person", "hello? anyone?"]),
+    ("messenger", 3, "Dan", ["hey", "Questions", "can I return an item?"]),
+    ("instagram", 4, "Eve", ["hi"]),
+    ("slack", 5, "Finn", ["hello", "order status", "54321"]),
 ]
+PACE = 0.6  # seconds between one person's messages, so each reads like a chat
 
 
 def _free_port() -> int:
@@ -57,6 +60,14 @@ def _master_key(settings: Settings) -> str:
         key_file.write_text(generate_key())
         key_file.chmod(0o600)
     return key_file.read_text().strip()
+
+
+SELECT_PROGRESS = """
+SELECT (SELECT count(*) FROM inbound_events WHERE processed_at >= to_timestamp($1)) AS processed,
+       (SELECT count(*) FROM channel_messages WHERE created_at >= to_timestamp($1)
+                                                AND status IN ('queued', 'sending')) AS pending,
+       (SELECT count(*) FROM channel_messages WHERE created_at >= to_timestamp($1) AND status = 'sent') AS sent
+"""
 
 
 class Processes:
@@ -116,25 +127,24 @@ async def _post_traffic(receiver: str, bundle: Bundle, run: int) -> int:
                 )
                 async with http.post(receiver + hook.path, data=hook.body, headers=hook.headers) as resp:
                     print(f"  POST {slug:<9} chat {chat} {text!r} -> {resp.status}")
+                await asyncio.sleep(PACE)
 
         await asyncio.gather(*(converse(*conversation) for conversation in CONVERSATIONS))
     return sum(len(texts) for *_, texts in CONVERSATIONS)
 
 
-async def _wait_delivered(settings: Settings, since: float, expected: int, procs: Processes) -> None:
+async def _wait_delivered(settings: Settings, since: float, posted: int, procs: Processes) -> int:
+    """Wait until every posted message is processed and no reply is still queued; return replies sent."""
     pool = await create_pool(settings.database_url)
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             procs.check_alive()
-            sent = await pool.fetchval(
-                "SELECT count(*) FROM channel_messages WHERE status = 'sent' AND created_at >= to_timestamp($1)",
-                since,
-            )
-            if sent >= expected:
-                return
+            row = await pool.fetchrow(SELECT_PROGRESS, since)
+            if row["processed"] >= posted and row["pending"] == 0:
+                return int(row["sent"])
             await asyncio.sleep(0.3)
-        raise TimeoutError(f"only {sent} of {expected} replies delivered")
+        raise TimeoutError(f"{row['processed']} of {posted} messages processed, {row['pending']} replies pending")
     finally:
         await pool.close()
 
@@ -168,12 +178,11 @@ async def _demo(settings: Settings, env: dict[str, str], procs: Processes, keep_
     await _wait_ready(f"{receiver}/readyz", procs)
     print(f"receiver ready at {receiver}; posting demo webhooks")
     since = time.time()
-    expected = await _post_traffic(receiver, bundle, int(since) % 1_000_000)
-    await _wait_delivered(settings, since, expected, procs)
+    posted = await _post_traffic(receiver, bundle, int(since) % 1_000_000)
+    sent = await _wait_delivered(settings, since, posted, procs)
     await _print_transcripts(settings, bundle.tenant.slug, since)
-    print(
-        f"\nall {expected} replies delivered to the fake platform (http://127.0.0.1:{env['DEMO_FAKE_PORT']}/_fake/sent)"
-    )
+    fake = f"http://127.0.0.1:{env['DEMO_FAKE_PORT']}/_fake/sent"
+    print(f"\n{posted} messages processed; {sent} replies delivered to the fake platforms ({fake})")
     if keep_running:
         print("processes keep running; Ctrl-C stops them")
         stop = asyncio.Event()
@@ -195,6 +204,7 @@ def main(settings: Settings, keep_running: bool = False) -> int:
             "slack_api_base": f"{fake}/slack/api",
         }
     )
+    os.environ["SHOP_API_URL"] = f"{fake}/shop"  # the example bot's order tool calls the fake shop
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_")}
     for name, value in settings.model_dump(mode="json").items():
         if name != "log_level" or "ENGINE_LOG_LEVEL" in os.environ:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from typing import Any
@@ -58,6 +59,9 @@ class Worker:
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.send_timeout))
         self.brain = Brain(self.pool, self.http, s)
         await self.brain.start()
+        # The compiled definitions are large and long-lived: keep the cyclic GC from rescanning
+        # them on every collection (a 4x routing throughput difference in tests/bench).
+        gc.freeze()
         self.state = StateCache(self.pool, max_entries=100_000)
         self.membership = Membership(self.pool, "worker", s.lease_ttl)
         self.connection: AbstractRobustConnection = await bus.connect(s.amqp_url, self.membership.me)

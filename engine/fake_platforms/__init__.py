@@ -8,6 +8,8 @@ for one chat or for all. Tests point the settings bases at it:
     graph_api_base    = http://HOST:PORT/graph
     slack_api_base    = http://HOST:PORT/slack/api
 
+and it serves a fake shop order API (/shop/api/orders/{number}) for the example bot's HTTP tool.
+
 The recorder is reachable in-process as ``app[RECORDER]`` and over HTTP under ``/_fake/``.
 """
 
@@ -18,6 +20,7 @@ from dataclasses import asdict
 
 from aiohttp import web
 
+from engine.fake_platforms import shop
 from engine.fake_platforms.graph import graph_messages
 from engine.fake_platforms.recorder import PLATFORMS, RECORDER, Fault, Recorded, Recorder
 from engine.fake_platforms.slack import slack_method
@@ -75,6 +78,7 @@ def create_app(recorder: Recorder | None = None) -> web.Application:
     app.router.add_route("*", "/telegram/bot{token}/{method}", telegram_method)
     app.router.add_post("/graph/{node}/messages", graph_messages)
     app.router.add_post("/slack/api/{method}", slack_method)
+    app.router.add_get("/shop/api/orders/{number}", shop.order)
     app.router.add_get("/_fake/sent", list_sent)
     app.router.add_delete("/_fake/sent", reset_sent)
     app.router.add_get("/_fake/faults", list_faults)

@@ -1,4 +1,4 @@
-"""{{ name }} templates and the scope they read: variables, message.*, contact.*, secret.*.
+"""{{ name }} (or {{ name | fallback }}) templates and the scope they read: variables, message.*, contact.*, secret.*.
 
 A template is split once (cached) into literal text and dotted names; rendering never raises, a
 missing name renders as "". A string that is exactly one placeholder keeps its value's type when
@@ -14,19 +14,20 @@ from typing import Any
 
 import orjson
 
-PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)\s*\}\}")
+# {{ name }} or {{ name | fallback text }}: the fallback renders when the value is missing or empty.
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)\s*(?:\|\s*([^{}]*?)\s*)?\}\}")
 Resolver = Callable[[tuple[str, ...]], Any]
 
 
 @lru_cache(maxsize=8192)
 def split(template: str) -> tuple[tuple[str, tuple[str, ...] | None], ...]:
-    """Literal chunks (name None) and placeholders, in order."""
+    """Literal chunks (name None) and placeholders (chunk = their fallback text), in order."""
     parts: list[tuple[str, tuple[str, ...] | None]] = []
     pos = 0
     for match in PLACEHOLDER.finditer(template):
         if match.start() > pos:
             parts.append((template[pos : match.start()], None))
-        parts.append((match.group(0), tuple(match.group(1).split("."))))
+        parts.append((match.group(2) or "", tuple(match.group(1).split("."))))
         pos = match.end()
     if pos < len(template):
         parts.append((template[pos:], None))
@@ -66,7 +67,7 @@ def render(template: str, resolve: Resolver, escape: Callable[[str], str] | None
         if path is None:
             out.append(chunk)
         else:
-            text = text_of(resolve(path))
+            text = text_of(resolve(path)) or chunk
             out.append(escape(text) if escape else text)
     return "".join(out)
 

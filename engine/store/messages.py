@@ -6,6 +6,8 @@ batch, whatever its size), and every insert is idempotent so a redelivered batch
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import asyncpg
 import orjson
 
@@ -61,6 +63,17 @@ SELECT id, tenant_id, channel_id, conversation_id, message_history_id, body::jso
 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::timestamptz[])
      AS u(id, tenant_id, channel_id, conversation_id, message_history_id, body, created_at)
 ON CONFLICT DO NOTHING
+"""
+INSERT_TOOL_RUNS = """
+INSERT INTO tool_executions (id, tenant_id, conversation_id, tool_id, tool_name, status, attempts, duration_ms,
+                             request, response, error, idempotency_key, created_at)
+SELECT id, tenant_id, conversation_id, tool_id, tool_name, status, attempts, duration_ms, request::jsonb,
+       response::jsonb, error, idempotency_key, created_at
+FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int[], $8::float8[],
+            $9::text[], $10::text[], $11::text[], $12::text[], $13::timestamptz[])
+     AS u(id, tenant_id, conversation_id, tool_id, tool_name, status, attempts, duration_ms, request, response,
+          error, idempotency_key, created_at)
+ON CONFLICT (id) DO NOTHING
 """
 # Statuses only move forward (sent < delivered < read); failed is final. Platforms deliver them
 # out of order, so a 'delivered' that arrives after 'read' changes nothing.
@@ -123,6 +136,15 @@ async def flush(conn: asyncpg.Connection, batch: Batch) -> set[EventKey]:
     ]
     if outbound:
         await conn.execute(INSERT_CHANNEL_MESSAGES, *_columns(outbound, 7))
+    tool_runs = [
+        (r.id, tenant, conversation, r.tool_id, r.tool_name, r.status, r.attempts, r.duration_ms, _json(r.request),
+         None if r.response is None else _json(r.response), r.error, r.idempotency_key,
+         utc(r.started_at) if r.started_at else datetime.now(UTC))
+        for key, tenant, conversation, r in batch.tool_runs
+        if key not in duplicates
+    ]  # fmt: skip
+    if tool_runs:
+        await conn.execute(INSERT_TOOL_RUNS, *_columns(tool_runs, 13))
     if batch.statuses:
         await apply_statuses(conn, batch.statuses)
     return duplicates

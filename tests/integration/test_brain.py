@@ -18,7 +18,7 @@ import yaml
 from aiohttp import web
 
 from engine.brain import Brain
-from engine.bundle import bot_id, channel_id, load_bundle, parse_bundle, tenant_id
+from engine.bundle import BRAIN_SECTIONS, bot_id, channel_id, expand_env, load_bundle, parse_bundle, tenant_id
 from engine.crypto import Vault
 from engine.definitions import DefinitionError, save_definitions
 from engine.models import ChannelType, Contact, Conversation, InboundEvent, MessageType, stable_id
@@ -26,7 +26,7 @@ from engine.settings import Settings
 from engine.store import knowledge
 from engine.tools.runner import CallContext, Toolbox
 
-EXAMPLE = Path(__file__).parents[2] / "examples" / "shop_brain.yaml"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "tenant.yaml"  # its brain sections
 TENANT = """
 tenant: {slug: acme, name: Acme, timezone: Europe/Madrid}
 bots: [{slug: shop, name: Shop, welcome_text: "Hello {name}!", echo: true}, {slug: plain, name: Plain}]
@@ -52,7 +52,7 @@ async def shop_api(aiohttp_server: Any) -> str:
 @pytest.fixture
 def section(shop_api: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setenv("SHOP_API_TOKEN", "tok-123")
-    data = yaml.safe_load(EXAMPLE.read_text())
+    data = {k: v for k, v in yaml.safe_load(expand_env(EXAMPLE.read_text())).items() if k in BRAIN_SECTIONS}
     data["tools"][0]["url"] = shop_api
     return data
 

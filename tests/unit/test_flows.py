@@ -234,3 +234,13 @@ async def test_kb_search_node_replies_with_the_best_hit(kind: str) -> None:
     assert env.calls[0][1] == {"query": "returns?", "limit": 3, "language": "english"}
     env.tools["kb_search"] = lambda a: ("ok", [])
     assert texts(await chat.send("xyz", start=flow)) == ["nothing"]
+
+
+def test_template_fallback_text_renders_for_a_missing_or_empty_value() -> None:
+    from engine.flows.templates import names, render
+
+    values = {("contact", "name"): None, ("order",): "12345", ("empty",): ""}
+    resolve = values.get
+    assert render("Hi {{contact.name | there}}!", resolve) == "Hi there!"
+    assert render("Order {{ order | none }} / {{empty|-}} / {{missing}}", resolve) == "Order 12345 / - / "
+    assert names("{{a.b | x}} {{c}}") == [("a", "b"), ("c",)]
