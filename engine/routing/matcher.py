@@ -104,13 +104,18 @@ class ChannelMatcher:
         """Positions of the rules that can match m, in priority order. Runs per message: locals,
         no allocation but the result set, and empty indexes skipped."""
         found = set(self.always)
-        words = self.words
-        for word in words.keys() & m.words:
-            found.update(words[word])
-        rxwords = self.rxwords
-        if rxwords:  # non-ASCII text needs its own split for regex keys: only when some rule has one
-            for word in rxwords.keys() & m.regex_words:
-                found.update(rxwords[word])
+        # A message has a handful of words and an index thousands: probe the index per word.
+        get = self.words.get
+        for word in m.words:
+            hit = get(word)
+            if hit is not None:
+                found.update(hit)
+        if self.rxwords:  # non-ASCII text needs its own split for regex keys: only when some rule has one
+            get = self.rxwords.get
+            for word in m.regex_words:
+                hit = get(word)
+                if hit is not None:
+                    found.update(hit)
         if self.first and m.first in self.first:
             found.update(self.first[m.first])
         if self.equals and m.spaced in self.equals:
