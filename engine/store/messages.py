@@ -76,23 +76,33 @@ FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text
 ON CONFLICT (id) DO NOTHING
 """
 # Statuses only move forward (sent < delivered < read); failed is final. Platforms deliver them
-# out of order, so a 'delivered' that arrives after 'read' changes nothing.
+# out of order, so a 'delivered' that arrives after 'read' changes nothing. A receipt for a message
+# whose platform id the sender has not stored yet is kept in pending_receipts (deliveries.mark_sent
+# applies it).
 APPLY_STATUSES = """
-UPDATE channel_messages m SET
-    status = u.status,
-    updated_at = now(),
-    sent_at = CASE WHEN u.status = 'sent' THEN coalesce(m.sent_at, u.at) ELSE m.sent_at END,
-    delivered_at = CASE WHEN u.status = 'delivered' THEN u.at ELSE m.delivered_at END,
-    read_at = CASE WHEN u.status = 'read' THEN u.at ELSE m.read_at END,
-    failed_at = CASE WHEN u.status = 'failed' THEN u.at ELSE m.failed_at END,
-    error_code = coalesce(u.error_code, m.error_code),
-    error = coalesce(u.error, m.error)
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::text[], $7::text[])
-     AS u(channel_id, platform_message_id, status, rank, at, error_code, error)
-WHERE m.channel_id = u.channel_id AND m.platform_message_id = u.platform_message_id
-  AND m.status <> 'failed'
-  AND u.rank > CASE m.status WHEN 'queued' THEN 0 WHEN 'sending' THEN 1 WHEN 'sent' THEN 2
-                             WHEN 'delivered' THEN 3 WHEN 'read' THEN 4 ELSE 9 END
+WITH u AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])
+         AS u(channel_id, platform_message_id, status, at, error_code, error)
+), applied AS (
+    UPDATE channel_messages m SET
+        status = u.status,
+        updated_at = now(),
+        sent_at = CASE WHEN u.status = 'sent' THEN coalesce(m.sent_at, u.at) ELSE m.sent_at END,
+        delivered_at = CASE WHEN u.status = 'delivered' THEN u.at ELSE m.delivered_at END,
+        read_at = CASE WHEN u.status = 'read' THEN u.at ELSE m.read_at END,
+        failed_at = CASE WHEN u.status = 'failed' THEN u.at ELSE m.failed_at END,
+        error_code = coalesce(u.error_code, m.error_code),
+        error = coalesce(u.error, m.error)
+    FROM u
+    WHERE m.channel_id = u.channel_id AND m.platform_message_id = u.platform_message_id
+      AND m.status <> 'failed' AND delivery_rank(u.status) > delivery_rank(m.status)
+    RETURNING m.id
+)
+INSERT INTO pending_receipts (channel_id, platform_message_id, status, at, error_code, error)
+SELECT u.channel_id, u.platform_message_id, u.status, u.at, u.error_code, u.error FROM u
+WHERE NOT EXISTS (SELECT 1 FROM channel_messages m
+                  WHERE m.channel_id = u.channel_id AND m.platform_message_id = u.platform_message_id)
+ON CONFLICT DO NOTHING
 """
 
 
@@ -157,15 +167,7 @@ async def apply_statuses(conn: asyncpg.Connection, statuses: list[StatusEvent]) 
         if key not in furthest or STATUS_RANK[s.status] > STATUS_RANK[furthest[key].status]:
             furthest[key] = s
     rows = [
-        (
-            s.channel_id,
-            s.platform_message_id,
-            s.status.value,
-            STATUS_RANK[s.status],
-            utc(s.timestamp),
-            s.error_code,
-            s.error,
-        )
+        (s.channel_id, s.platform_message_id, s.status.value, utc(s.timestamp), s.error_code, s.error)
         for s in furthest.values()
     ]
-    await conn.execute(APPLY_STATUSES, *_columns(rows, 7))
+    await conn.execute(APPLY_STATUSES, *_columns(rows, 6))

@@ -17,6 +17,7 @@ import pytest
 
 from engine.fake_platforms import Fault, Recorder
 from engine.settings import Settings
+from engine.store import deliveries
 from tests.harness import Running, count, load_tenant, running_engine, telegram_update, wait_until
 
 WA_SECRET, FB_SECRET, IG_SECRET = "wa-app-secret", "fb-app-secret", "ig-app-secret"
@@ -279,3 +280,35 @@ async def test_platform_faults_are_retried_or_recorded_and_chat_rate_holds(
     burst = sorted(r.received_at for r in recorder.sent("telegram", chat="204"))
     assert len(burst) == 5
     assert all(b - a >= 0.95 for a, b in itertools.pairwise(burst))
+
+
+async def test_a_receipt_that_overtakes_the_send_is_applied_when_the_send_is_recorded(
+    settings: Settings, pool: asyncpg.Pool, fake_platforms: tuple[str, Recorder], tenant: dict[str, str]
+) -> None:
+    """The platform's 'delivered' arrives before the sender has stored the platform's message id."""
+    _, recorder = fake_platforms
+    raw = json.dumps(wa_envelope(messages=[wa_text("wamid.IN", "hi")])).encode()
+    async with running_engine(settings) as engine:
+        assert await post(engine, "whatsapp", tenant["wa"], raw, meta_headers(WA_SECRET, raw)) == 200
+        async with asyncio.timeout(10):
+            sent = await recorder.wait_for(1, platform="whatsapp")
+        wamid = sent[0].response["messages"][0]["id"]
+
+        async def recorded() -> bool:
+            return await count(pool, "SELECT count(*) FROM channel_messages WHERE status = 'sent'") == 1
+
+        await wait_until(recorded)
+        # Back to the moment between the platform's answer and the sender's UPDATE.
+        await pool.execute("UPDATE channel_messages SET platform_message_id = NULL, status = 'sending'")
+        receipt = {"id": wamid, "status": "delivered", "timestamp": "1749416390", "recipient_id": "16505551234"}
+        body = json.dumps(wa_envelope(statuses=[receipt])).encode()
+        assert await post(engine, "whatsapp", tenant["wa"], body, meta_headers(WA_SECRET, body)) == 200
+
+        async def parked() -> bool:
+            return await count(pool, "SELECT count(*) FROM pending_receipts") == 1
+
+        await wait_until(parked)
+    row = await pool.fetchrow("SELECT id::text, created_at FROM channel_messages")
+    await deliveries.mark_sent(pool, row["id"], row["created_at"], wamid)
+    assert await pool.fetchval("SELECT status FROM channel_messages") == "delivered"
+    assert await count(pool, "SELECT count(*) FROM pending_receipts") == 0
