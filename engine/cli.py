@@ -66,6 +66,12 @@ def _transcript(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(print_transcripts(settings, args.tenant, args.limit))
 
 
+def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.admin import dead_letters
+
+    return asyncio.run(dead_letters(settings, args.replay, args.limit))
+
+
 def _gen_key(args: argparse.Namespace, settings: Settings) -> int:
     from engine.crypto import generate_key
 
@@ -108,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tenant", help="tenant slug")
     p.add_argument("--limit", type=int, default=20, help="conversations to print (default 20)")
     p.set_defaults(func=_transcript)
+    p = sub.add_parser("dead-letters", help="list poison messages set aside (id, origin queue, reason)")
+    p.add_argument("--replay", action="store_true", help="publish them back to the queue they came from")
+    p.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    p.set_defaults(func=_dead_letters)
     sub.add_parser("gen-key", help="print a new master key for ENGINE_MASTER_KEY").set_defaults(func=_gen_key)
     sub.add_parser("rotate-key", help="re-encrypt channel credentials under the first master key").set_defaults(
         func=_rotate_key

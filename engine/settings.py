@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     max_body_bytes: int = 4 * 1024 * 1024  # Meta posts up to 3 MB
-    publish_timeout: float = 5.0  # seconds to wait for a broker confirm before answering 503
+    publish_timeout: float = 2.5  # seconds to wait for a broker confirm before a 503 (Slack wants an answer in 3 s)
     channel_cache_ttl: float = 5.0  # seconds a receiver trusts its cached channel row
 
     shards: int = 16

@@ -1,14 +1,18 @@
-"""Admin tasks behind the CLI: load a tenant file, print transcripts, rotate the master key."""
+"""Admin tasks behind the CLI: load a tenant file, print transcripts, rotate the master key,
+list and replay dead letters."""
 
 from __future__ import annotations
 
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
+import aio_pika
 import asyncpg
 
 from engine.bundle import BundleError, load_bundle, read_bundle, tenant_id
+from engine.bus import Topology
 from engine.crypto import CredentialError, Vault
 from engine.settings import Settings
 from engine.store.pool import create_pool
@@ -84,4 +88,48 @@ async def rotate_key(settings: Settings) -> int:
     finally:
         await pool.close()
     print(f"re-encrypted the credentials of {len(rows)} channels under the first key")
+    return 0
+
+
+def _origin_and_reason(headers: dict[str, Any]) -> tuple[str, str]:
+    """Where a dead letter came from and why: our own headers (worker), else the broker's x-death
+    (a message the sender rejected)."""
+    deaths = headers.get("x-death") or [{}]
+    death = deaths[0] if isinstance(deaths, list) and deaths else {}
+    origin = headers.get("x-queue") or death.get("queue") or ""
+    reason = headers.get("x-reason") or death.get("reason") or "unknown"
+    text = [v.decode() if isinstance(v, bytes) else str(v) for v in (origin, reason)]
+    return text[0], text[1]
+
+
+async def dead_letters(settings: Settings, replay: bool, limit: int) -> int:
+    """List (or replay) up to `limit` dead letters. Listing leaves them where they are; replaying
+    publishes each back to the queue it came from, then removes it from the dead-letter queue."""
+    topology = Topology(settings.topology_prefix, settings.shards)
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        queue = await channel.declare_queue(topology.dead, passive=True)
+        shown = 0
+        while shown < limit and (message := await queue.get(no_ack=False, fail=False)) is not None:
+            shown += 1
+            headers = dict(message.headers or {})
+            origin, reason = _origin_and_reason(headers)
+            print(f"{message.message_id or '-'}\t{origin}\t{reason}")
+            if replay and origin:
+                for name in ("x-reason", "x-queue", "x-attempts", "x-death"):
+                    headers.pop(name, None)
+                copy = aio_pika.Message(
+                    message.body,
+                    content_type=message.content_type,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    message_id=message.message_id,
+                    correlation_id=message.correlation_id,
+                    headers=headers,
+                )
+                await channel.default_exchange.publish(copy, routing_key=origin)
+                await message.ack()
+        # Messages listed but not replayed stay unacked until the channel closes: back in the queue.
+    verb = "replayed" if replay else "listed"
+    print(f"{verb} {shown} dead letter(s) from {topology.dead}", file=sys.stderr)
     return 0

@@ -94,16 +94,19 @@ class Worker:
     def _on_message(self, shard: int, message: AbstractIncomingMessage) -> None:
         try:
             item = envelope.decode(message.body)
+            if not isinstance(item, InboundEvent | StatusEvent):
+                raise envelope.EnvelopeError(f"a {type(item).__name__} on an inbound shard")
         except envelope.EnvelopeError as exc:
-            asyncio.create_task(self._dead_letter(shard, message, str(exc)))  # noqa: RUF006
+            reason = str(exc)
+            self.lanes.submit(
+                ("dead", message.delivery_tag), lambda: self._dead_letter(shard, message, reason, "decode")
+            )
             return
         if isinstance(item, StatusEvent):
             self.batch.statuses.append(item)
             self._stage_ack(shard, message)
-        elif isinstance(item, InboundEvent):
-            self.lanes.submit((item.channel_id, item.conversation_key), lambda: self._handle(shard, message, item))
         else:
-            asyncio.create_task(self._dead_letter(shard, message, "not an inbound envelope"))  # noqa: RUF006
+            self.lanes.submit((item.channel_id, item.conversation_key), lambda: self._handle(shard, message, item))
 
     async def _handle(self, shard: int, message: AbstractIncomingMessage, event: InboundEvent) -> None:
         try:
@@ -197,7 +200,7 @@ class Worker:
     async def _retry_or_dead_letter(self, shard: int, message: AbstractIncomingMessage, reason: str) -> None:
         attempts = int((message.headers or {}).get(ATTEMPT_HEADER, 0)) + 1  # type: ignore[call-overload]
         if attempts >= MAX_ATTEMPTS:
-            await self._dead_letter(shard, message, reason)
+            await self._dead_letter(shard, message, reason, "handler")
             return
         copy = aio_pika.Message(
             message.body,
@@ -211,8 +214,9 @@ class Worker:
         metrics.RETRIES.inc()
         self._stage_ack(shard, message)
 
-    async def _dead_letter(self, shard: int, message: AbstractIncomingMessage, reason: str) -> None:
-        """Set a poison message aside with its reason; the shard keeps flowing."""
+    async def _dead_letter(self, shard: int, message: AbstractIncomingMessage, reason: str, kind: str) -> None:
+        """Set a poison message aside with its reason and origin (`engine dead-letters` lists and
+        replays them); the shard keeps flowing."""
         log.error("dead-lettering message %s: %s", message.message_id, reason)
         copy = aio_pika.Message(
             message.body,
@@ -222,12 +226,12 @@ class Worker:
             headers={
                 **(message.headers or {}),
                 "x-reason": reason[:500],
-                "x-queue": message.routing_key or "",
+                "x-queue": self.topology.inbound_queue(shard),
             },
         )
         dlx = await self.channel.get_exchange(self.topology.dlx, ensure=False)
         await dlx.publish(copy, routing_key="")
-        metrics.DEAD_LETTERS.labels("handler" if "failed" not in reason else "decode").inc()
+        metrics.DEAD_LETTERS.labels(kind).inc()
         self._stage_ack(shard, message)
 
     # --- batching -----------------------------------------------------------------------------
