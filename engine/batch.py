@@ -46,7 +46,7 @@ class HistoryRow:
 
 @dataclass(slots=True)
 class Batch:
-    started: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.monotonic)  # when the batch was opened
     acks: list[tuple[int, Any, Any]] = field(default_factory=list)  # (shard, message, state entry)
     events: dict[EventKey, str] = field(default_factory=dict)  # event -> conversation id
     contacts: dict[str, tuple[Any, ...]] = field(default_factory=dict)

@@ -9,7 +9,7 @@ previous owner committed but never acked is recognised here, before it is proces
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import asyncpg
 
@@ -40,6 +40,18 @@ class Entry:
 
     def remember(self, event_id: str) -> None:
         self.recent.append(event_id)
+
+    def snapshot(self) -> tuple[Conversation, Contact]:
+        """A copy to restore if handling a message fails half-way (its dicts and lists copied one
+        level deep: the brain replaces values, it does not edit them in place)."""
+        c, k = self.conversation, self.contact
+        return (
+            replace(c, variables=dict(c.variables), tags=list(c.tags)),
+            replace(k, attributes=dict(k.attributes)),
+        )
+
+    def restore(self, saved: tuple[Conversation, Contact]) -> None:
+        self.conversation, self.contact = saved
 
 
 class StateCache:

@@ -125,11 +125,12 @@ class Worker:
         if event.contact_name:
             contact.name = event.contact_name
         contact.attributes.update(event.contact_attributes)
+        saved = entry.snapshot()
         try:
             outcome = await self.brain.respond(event, conversation, contact)
         except Exception as exc:  # a bug or a failing dependency in the brain: retry, then set aside
             log.exception("handling event %s failed", event.idempotency_key)
-            self.state.evict(conversation.id)  # the failed attempt may have half-changed the state
+            entry.restore(saved)  # undo what the failed attempt changed
             await self._retry_or_dead_letter(shard, message, repr(exc))
             return
         self._stage(shard, message, entry, event, outcome)
@@ -237,6 +238,9 @@ class Worker:
     # --- batching -----------------------------------------------------------------------------
 
     async def _flush_loop(self) -> None:
+        # A batch is flushed flush_interval_ms after it was opened (or at batch_size). Under load
+        # the next batch fills while the previous one commits, so it is flushed as soon as that
+        # ends: batches grow with the load and latency stays about one commit.
         interval = self.settings.flush_interval_ms / 1000
         while True:
             await self.batch_ready.wait()
