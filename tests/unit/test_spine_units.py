@@ -114,3 +114,24 @@ def test_vault_encrypts_and_rotates() -> None:
         Vault(new).decrypt(token)
     with pytest.raises(CredentialError, match="ENGINE_MASTER_KEY is not set"):
         Vault("")
+
+
+def test_state_entry_restores_a_snapshot_after_a_failed_attempt() -> None:
+    from engine.models import Contact, Conversation
+    from engine.state import Entry
+
+    entry = Entry(
+        Conversation("c", "t", "ch", "k", "key", variables={"a": 1}, tags=["x"]), Contact("k", "t", "ch", "u"), 0
+    )
+    saved = entry.snapshot()
+    entry.conversation.variables["a"] = 2
+    entry.conversation.tags.append("y")
+    entry.conversation.node_id = "half-way"
+    entry.contact.attributes["vip"] = True
+    entry.restore(saved)
+    assert (entry.conversation.variables, entry.conversation.tags, entry.conversation.node_id) == (
+        {"a": 1},
+        ["x"],
+        None,
+    )
+    assert entry.contact.attributes == {}
