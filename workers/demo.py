@@ -76,7 +76,9 @@ class Processes:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def start(self, name: str, *args: str) -> None:
-        self.procs.append((name, subprocess.Popen([sys.executable, "-m", "engine.cli", *args], env=self.env)))
+        # A session of their own: Ctrl-C reaches only the demo, which stops each child once, in order.
+        command = [sys.executable, "-m", "engine.cli", *args]
+        self.procs.append((name, subprocess.Popen(command, env=self.env, start_new_session=True)))
 
     def check_alive(self) -> None:
         for name, proc in self.procs:

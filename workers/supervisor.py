@@ -25,14 +25,20 @@ def main(settings: Settings, n: int) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     command = [sys.executable, "-m", "engine.cli", "worker"]
-    procs = [subprocess.Popen(command) for _ in range(n)]
+
+    def spawn() -> subprocess.Popen[bytes]:
+        # A session of its own: a terminal's Ctrl-C reaches only the supervisor, which then stops
+        # each worker once (a second signal would make a worker exit without draining).
+        return subprocess.Popen(command, start_new_session=True)
+
+    procs = [spawn() for _ in range(n)]
     log.info("supervising %d workers", n)
     while not stopping:
         time.sleep(0.5)
         for i, proc in enumerate(procs):
             if proc.poll() is not None and not stopping:
                 log.warning("worker pid %d exited with %s; restarting", proc.pid, proc.returncode)
-                procs[i] = subprocess.Popen(command)
+                procs[i] = spawn()
     for proc in procs:
         proc.send_signal(signal.SIGTERM)
     for proc in procs:
