@@ -1,12 +1,14 @@
 """RabbitMQ topology as data, and the few operations every process needs on it.
 
     {p}.inbound   direct  --"k"-->  {p}.inbound.k    (k < shards; single active consumer)
-    {p}.outbound  direct  --"k"-->  {p}.outbound.k   (same shard as the conversation)
+    {p}.outbound  direct  --"t.k"-->  {p}.outbound.t.k   (t = channel type, k = the conversation's shard)
     {p}.dlx       fanout  -------->  {p}.dead         (poison messages, with the reason)
     {p}.inbound.k.retry   (TTL, dead-letters back to {p}.inbound.k through the default exchange)
 
 A conversation always hashes to the same shard k, and single-active-consumer lets exactly one
-process consume a shard at a time: that is what keeps each conversation in order.
+process consume a shard at a time: that is what keeps each conversation in order. Outbound queues are
+also split by channel type, so that replies waiting on a slow or rate-limited platform fill only
+their own consumers' prefetch, never another platform's.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from engine import envelope
-from engine.models import InboundEvent, OutboundMessage, StatusEvent
+from engine.models import ChannelType, InboundEvent, OutboundMessage, StatusEvent
 
 RETRY_DELAY_MS = 2_000
+OUTBOUND_TYPES = tuple(ChannelType)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +73,21 @@ class Topology:
     def retry_queue(self, shard: int) -> str:
         return f"{self.inbound}.{shard}.retry"
 
-    def outbound_queue(self, shard: int) -> str:
-        return f"{self.outbound}.{shard}"
+    @property
+    def outbound_slots(self) -> int:
+        """Outbound queues in all: one per channel type and shard, numbered type-major."""
+        return len(OUTBOUND_TYPES) * self.shards
+
+    def _outbound_slot_key(self, slot: int) -> str:
+        return f"{OUTBOUND_TYPES[slot // self.shards].value}.{slot % self.shards}"
+
+    def outbound_queue(self, slot: int) -> str:
+        return f"{self.outbound}.{self._outbound_slot_key(slot)}"
+
+    def outbound_key(self, message: OutboundMessage) -> str:
+        """The routing key of a reply: its platform and its conversation's shard."""
+        shard = self.shard_of(message.tenant_id, message.channel_id, message.conversation_key)
+        return f"{message.channel_type.value}.{shard}"
 
     def shard_of(self, tenant_id: str, channel_id: str, conversation_key: str) -> int:
         """Stable across processes and hosts (crc32, never Python's salted hash())."""
@@ -97,12 +113,11 @@ class Topology:
                         "x-dead-letter-routing-key": self.inbound_queue(k),
                     },
                 ),
-                Queue(self.outbound_queue(k), {**sac, "x-dead-letter-exchange": self.dlx}),
             ]
-            bindings += [
-                Binding(self.inbound_queue(k), self.inbound, str(k)),
-                Binding(self.outbound_queue(k), self.outbound, str(k)),
-            ]
+            bindings.append(Binding(self.inbound_queue(k), self.inbound, str(k)))
+        for slot in range(self.outbound_slots):
+            queues.append(Queue(self.outbound_queue(slot), {**sac, "x-dead-letter-exchange": self.dlx}))
+            bindings.append(Binding(self.outbound_queue(slot), self.outbound, self._outbound_slot_key(slot)))
         return exchanges, queues, bindings
 
 

@@ -1,4 +1,5 @@
-"""`engine sender`: consume the outbound shards and deliver each reply through its platform's API.
+"""`engine sender`: consume the outbound queues it owns (one per platform and shard) and deliver each
+reply through its platform's API.
 
 Per chat, replies go out one after another in order (a lane per conversation); across chats and
 platforms sends run concurrently, so a slow or rate-limited platform holds up only its own chats.
@@ -50,7 +51,12 @@ class Sender:
         await bus.declare_topology(self.channel, self.topology)
         self.outbound = await self.channel.get_exchange(self.topology.outbound)
         self.subs = ShardSubscriptions(
-            self.channel, membership, s.shards, self.topology.outbound_queue, self._on_message, self._released
+            self.channel,
+            membership,
+            self.topology.outbound_slots,
+            self.topology.outbound_queue,
+            self._on_message,
+            self._released,
         )
         tasks = [
             asyncio.create_task(self.subs.follow(s.heartbeat_interval), name="membership"),
@@ -153,9 +159,8 @@ class Sender:
             for body in bodies:
                 reply = envelope.decode(envelope.encode_raw("outbound", body))
                 assert isinstance(reply, OutboundMessage)
-                shard = self.topology.shard_of(reply.tenant_id, reply.channel_id, reply.conversation_key)
                 msg = bus.make_message(reply, message_id=reply.id, correlation_id=reply.conversation_id)
-                await self.outbound.publish(msg, routing_key=str(shard))
+                await self.outbound.publish(msg, routing_key=self.topology.outbound_key(reply))
             if bodies:
                 log.warning("re-published %d stale replies", len(bodies))
 

@@ -297,9 +297,10 @@ class Worker:
         and the sender's sweeper re-publishes stale queued rows, so the reply is late, not lost."""
         publishes = []
         for reply in replies:
-            shard = self.topology.shard_of(reply.tenant_id, reply.channel_id, reply.conversation_key)
             message = bus.make_message(reply, message_id=reply.id, correlation_id=reply.conversation_id)
-            publishes.append(self.outbound.publish(message, routing_key=str(shard), mandatory=True))
+            publishes.append(
+                self.outbound.publish(message, routing_key=self.topology.outbound_key(reply), mandatory=True)
+            )
         results = await asyncio.gather(*publishes, return_exceptions=True)
         if failed := [r for r in results if isinstance(r, BaseException)]:
             log.error("%d replies not confirmed by the broker (%r); the sweeper will resend", len(failed), failed[0])

@@ -312,3 +312,35 @@ async def test_a_receipt_that_overtakes_the_send_is_applied_when_the_send_is_rec
     await deliveries.mark_sent(pool, row["id"], row["created_at"], wamid)
     assert await pool.fetchval("SELECT status FROM channel_messages") == "delivered"
     assert await count(pool, "SELECT count(*) FROM pending_receipts") == 0
+
+
+async def test_a_slow_platform_does_not_hold_up_another_platforms_replies(
+    settings: Settings, pool: asyncpg.Pool, fake_platforms: tuple[str, Recorder], tenant: dict[str, str]
+) -> None:
+    """WhatsApp answers every send slowly and its replies queue up beyond the sender's prefetch;
+    Telegram replies queued after them still go out while WhatsApp's backlog is waiting."""
+    settings = settings.model_copy(update={"shards": 1, "sender_prefetch": 2})
+    _, recorder = fake_platforms
+    recorder.add_fault(Fault(platform="whatsapp", delay=2.0, times=None))
+    async with running_engine(settings) as engine:
+        for i in range(6):  # six WhatsApp users, one reply each
+            message = wa_text(f"wamid.S{i}", "hello") | {"from": f"1650555{i:04d}", "from_user_id": f"US.{i}"}
+            raw = json.dumps(wa_envelope(messages=[message])).encode()
+            assert await post(engine, "whatsapp", tenant["wa"], raw, meta_headers(WA_SECRET, raw)) == 200
+
+        async def queued() -> bool:
+            return await count(pool, "SELECT count(*) FROM channel_messages") == 6
+
+        await wait_until(queued)  # all six WhatsApp replies are on the outbound queue first
+        for i in range(3):
+            assert (
+                await engine.post_telegram(tenant["tg"], telegram_update(i + 1, 300 + i, "hi"), secret="tgsecret")
+                == 200
+            )
+        async with asyncio.timeout(20):
+            await recorder.wait_for(3, platform="telegram", method="sendMessage")
+        answered_whatsapp = len([r for r in recorder.sent("whatsapp") if r.status])
+        recorder.clear_faults()
+        async with asyncio.timeout(30):
+            await recorder.wait_for(6, platform="whatsapp")
+    assert answered_whatsapp <= 2  # Telegram did not wait for WhatsApp's backlog to drain
