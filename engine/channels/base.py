@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
 
-from engine.models import ChannelInfo, ChannelType, InboundEvent, OutboundMessage, SendResult, StatusEvent
+from engine.models import ChannelInfo, ChannelType, InboundEvent, OutboundMessage, SendError, SendResult, StatusEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +78,29 @@ def load_json(body: bytes) -> object:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise MalformedBody(f"invalid JSON: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    status: int
+    retry_after: str | None  # the Retry-After header, as sent
+    data: Any  # the parsed JSON body, or None when there was none or it was not JSON
+
+
+async def post(http: aiohttp.ClientSession, platform: str, url: str, **kwargs: Any) -> HttpAnswer:
+    """POST to a platform's send API. Transport failures become retryable SendErrors: "timeout"
+    (the platform may have acted: none of them takes an idempotency key) or "network"; answering
+    with an error status is left to the platform module to classify."""
+    try:
+        async with http.post(url, **kwargs) as resp:
+            status, retry_after = resp.status, resp.headers.get("Retry-After")
+            raw = await resp.read()
+    except TimeoutError as exc:
+        raise SendError(f"{platform} timed out", code="timeout", retryable=True) from exc
+    except aiohttp.ClientError as exc:
+        raise SendError(f"{platform} unreachable: {type(exc).__name__}", code="network", retryable=True) from exc
+    try:
+        data = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        data = None
+    return HttpAnswer(status, retry_after, data)

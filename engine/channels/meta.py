@@ -12,9 +12,8 @@ import logging
 from typing import Any
 
 import aiohttp
-import orjson
 
-from engine.channels.base import Unauthorized, WebhookReply, WebhookRequest
+from engine.channels.base import Unauthorized, WebhookReply, WebhookRequest, post
 from engine.models import ChannelInfo, SendError
 
 log = logging.getLogger(__name__)
@@ -96,19 +95,7 @@ async def post_graph(http: aiohttp.ClientSession, url: str, token: str, body: di
     Graph has no idempotency key (§1.8): a read timeout may already have sent the message, so it is
     reported with code "timeout" and the sender decides how cautiously to retry it.
     """
-    headers = {"Authorization": f"Bearer {token}"}
-    try:
-        async with http.post(url, json=body, headers=headers) as resp:
-            status, retry_after = resp.status, resp.headers.get("Retry-After")
-            raw = await resp.read()
-    except TimeoutError as exc:
-        raise SendError("graph timed out", code="timeout", retryable=True) from exc
-    except aiohttp.ClientError as exc:
-        raise SendError(f"graph unreachable: {type(exc).__name__}", code="network", retryable=True) from exc
-    try:
-        data = orjson.loads(raw) if raw else None
-    except orjson.JSONDecodeError:
-        data = None
-    if status == 200 and isinstance(data, dict):
-        return data
-    raise classify_error(status, data, retry_after)
+    answer = await post(http, "graph", url, json=body, headers={"Authorization": f"Bearer {token}"})
+    if answer.status == 200 and isinstance(answer.data, dict):
+        return answer.data
+    raise classify_error(answer.status, answer.data, answer.retry_after)

@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from engine.channels.base import Event, MalformedBody, Unauthorized, WebhookReply, WebhookRequest, load_json
+from engine.channels.base import Event, MalformedBody, Unauthorized, WebhookReply, WebhookRequest, load_json, post
 from engine.models import ChannelInfo, ChannelType, InboundEvent, MessageType, OutboundMessage, SendError, SendResult
 
 log = logging.getLogger(__name__)
@@ -228,18 +228,8 @@ def _interaction_events(channel: ChannelInfo, payload: dict[str, Any]) -> list[E
 
 async def _post(http: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
     """POST one Web API call; errors are HTTP 200 with ok:false, throttling is 429 (§3.6)."""
-    try:
-        async with http.post(url, data=body, headers=headers) as resp:
-            status, retry_after = resp.status, resp.headers.get("Retry-After")
-            raw = await resp.read()
-    except TimeoutError as exc:
-        raise SendError("slack timed out", code="timeout", retryable=True) from exc
-    except aiohttp.ClientError as exc:
-        raise SendError(f"slack unreachable: {type(exc).__name__}", code="network", retryable=True) from exc
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        data = {}
+    answer = await post(http, "slack", url, data=body, headers=headers)
+    status, retry_after, data = answer.status, answer.retry_after, answer.data
     error = str(data.get("error") or "") if isinstance(data, dict) else ""
     wait = float(retry_after) if retry_after and retry_after.isdigit() else None
     if status == 429 or error in ("ratelimited", "rate_limited"):

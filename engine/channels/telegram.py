@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from engine.channels.base import Event, MalformedBody, Unauthorized, WebhookReply, WebhookRequest, load_json
+from engine.channels.base import Event, MalformedBody, Unauthorized, WebhookReply, WebhookRequest, load_json, post
 from engine.models import (
     ChannelInfo,
     ChannelType,
@@ -172,15 +172,10 @@ def _callback_event(channel: ChannelInfo, update: dict[str, Any], query: dict[st
 
 async def _call(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
     """POST one Bot API method; map its error answer onto SendError (channels.md §2.6)."""
-    status = 0
-    try:
-        async with http.post(url, json=body) as resp:
-            status = resp.status
-            data = await resp.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise SendError(f"telegram unreachable: {type(exc).__name__}", retryable=True) from exc
-    except ValueError:
-        raise SendError(f"telegram answered {status} with a non-JSON body", retryable=True) from None
+    answer = await post(http, "telegram", url, json=body)
+    status, data = answer.status, answer.data
+    if data is None:
+        raise SendError(f"telegram answered {status} without a JSON body", code=str(status), retryable=True)
     if isinstance(data, dict) and data.get("ok"):
         result: dict[str, Any] = data.get("result") if isinstance(data.get("result"), dict) else {}
         return result
