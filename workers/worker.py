@@ -149,10 +149,13 @@ class Worker:
         key = (event.channel_id, event.event_id)
         now = time.time()
         inbound_id = str(stable_id(event.channel_id, event.event_id, "in"))
+        payload = _payload(event)
+        if outcome.errors:  # e.g. a flow stopped by the step bound: kept with the message that caused it
+            payload["errors"] = outcome.errors
         batch.events[key] = conversation.id
         batch.history.append((key, HistoryRow(
             inbound_id, event.tenant_id, event.channel_id, conversation.id, "inbound", event.contact_key,
-            event.type.value, event.text, _payload(event), event.event_id, utc(now),
+            event.type.value, event.text, payload, event.event_id, utc(now),
         )))  # fmt: skip
         replies = [
             OutboundMessage(

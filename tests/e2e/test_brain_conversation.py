@@ -120,3 +120,33 @@ async def test_a_flow_edited_mid_conversation_keeps_its_version(
     assert texts[3] == "V2 says 11111."  # a new run of the flow starts on version 2
     versions = await pool.fetchval("SELECT count(*) FROM bot_flows WHERE slug = 'orders'")
     assert versions == 2
+
+
+async def test_a_looping_flow_is_stopped_and_the_error_kept_with_the_message(
+    settings: Settings, pool: asyncpg.Pool, fake_platforms: tuple[str, Recorder]
+) -> None:
+    _, recorder = fake_platforms
+    looping = """
+tenant: {slug: loop, name: Loop}
+bots: [{slug: b, name: B}]
+channels: [{slug: tg, type: telegram, bot: b, secrets: {bot_token: "1:T", secret_token: s3cret}}]
+flows:
+  - bot: b
+    slug: main
+    default: true
+    nodes:
+      - {id: hello, type: message, text: "Looping now.", next: a}
+      - {id: a, type: set, values: {x: 1}, next: b}
+      - {id: b, type: condition, branches: [{when: "x == 1", next: a}], else: done}
+      - {id: done, type: end}
+"""
+    settings = settings.model_copy(update={"max_flow_steps": 25})
+    channel = (await load_tenant(settings, looping))["tg"]
+    async with running_engine(settings) as engine:
+        await say(engine, channel, 1, "go")
+        async with asyncio.timeout(20):
+            await recorder.wait_for(1, platform="telegram", method="sendMessage")
+    errors = await pool.fetchval("SELECT payload->'errors' FROM message_history WHERE direction = 'inbound'")
+    assert len(errors) == 1
+    assert errors[0].startswith("flow main v1: stopped after 25 steps at node ")
+    assert [r.body["text"] for r in recorder.sent("telegram", method="sendMessage")] == ["Looping now."]
