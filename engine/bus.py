@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from engine import envelope
 from engine.models import ChannelType, InboundEvent, OutboundMessage, StatusEvent
@@ -163,4 +163,16 @@ def make_message(
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=message_id,
         correlation_id=correlation_id,
+    )
+
+
+def copy_of(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+    """A persistent copy of a received message with other headers: to retry, set aside or replay it."""
+    return aio_pika.Message(
+        message.body,
+        content_type=message.content_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        headers=headers,
     )

@@ -12,7 +12,7 @@ import aio_pika
 import asyncpg
 
 from engine.bundle import BundleError, load_bundle, read_bundle, tenant_id
-from engine.bus import Topology
+from engine.bus import Topology, copy_of
 from engine.crypto import CredentialError, Vault
 from engine.settings import Settings
 from engine.store.pool import create_pool
@@ -119,15 +119,7 @@ async def dead_letters(settings: Settings, replay: bool, limit: int) -> int:
             if replay and origin:
                 for name in ("x-reason", "x-queue", "x-attempts", "x-death"):
                     headers.pop(name, None)
-                copy = aio_pika.Message(
-                    message.body,
-                    content_type=message.content_type,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    message_id=message.message_id,
-                    correlation_id=message.correlation_id,
-                    headers=headers,
-                )
-                await channel.default_exchange.publish(copy, routing_key=origin)
+                await channel.default_exchange.publish(copy_of(message, headers), routing_key=origin)
                 await message.ack()
         # Messages listed but not replayed stay unacked until the channel closes: back in the queue.
     verb = "replayed" if replay else "listed"

@@ -18,7 +18,6 @@ import logging
 import time
 from typing import Any
 
-import aio_pika
 import aiohttp
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
@@ -206,14 +205,7 @@ class Worker:
         if attempts >= MAX_ATTEMPTS:
             await self._dead_letter(shard, message, reason, "handler")
             return
-        copy = aio_pika.Message(
-            message.body,
-            content_type=message.content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            headers={**(message.headers or {}), ATTEMPT_HEADER: attempts},
-        )
+        copy = bus.copy_of(message, {**(message.headers or {}), ATTEMPT_HEADER: attempts})
         await self.channel.default_exchange.publish(copy, routing_key=self.topology.retry_queue(shard))
         metrics.RETRIES.inc()
         self._stage_ack(shard, message)
@@ -222,17 +214,8 @@ class Worker:
         """Set a poison message aside with its reason and origin (`engine dead-letters` lists and
         replays them); the shard keeps flowing."""
         log.error("dead-lettering message %s: %s", message.message_id, reason)
-        copy = aio_pika.Message(
-            message.body,
-            content_type=message.content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=message.message_id,
-            headers={
-                **(message.headers or {}),
-                "x-reason": reason[:500],
-                "x-queue": self.topology.inbound_queue(shard),
-            },
-        )
+        headers = {**(message.headers or {}), "x-reason": reason[:500], "x-queue": self.topology.inbound_queue(shard)}
+        copy = bus.copy_of(message, headers)
         dlx = await self.channel.get_exchange(self.topology.dlx, ensure=False)
         await dlx.publish(copy, routing_key="")
         metrics.DEAD_LETTERS.labels(kind).inc()
