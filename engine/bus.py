@@ -21,7 +21,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from engine import envelope
-from engine.models import ChannelType, InboundEvent, OutboundMessage, StatusEvent
+from engine.models import ChannelType, OutboundMessage
 
 RETRY_DELAY_MS = 2_000
 OUTBOUND_TYPES = tuple(ChannelType)
@@ -154,9 +154,7 @@ async def delete_topology(channel: AbstractChannel, topology: Topology) -> None:
         await channel.exchange_delete(ex.name)
 
 
-def make_message(
-    item: InboundEvent | StatusEvent | OutboundMessage, *, message_id: str, correlation_id: str
-) -> aio_pika.Message:
+def make_message(item: envelope.Item, *, message_id: str, correlation_id: str) -> aio_pika.Message:
     return aio_pika.Message(
         envelope.encode(item),
         content_type=envelope.CONTENT_TYPE,

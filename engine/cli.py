@@ -72,6 +72,12 @@ def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(dead_letters(settings, args.replay, args.limit))
 
 
+def _conversation(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.admin import command_conversation
+
+    return asyncio.run(command_conversation(settings, args.id, args.action))
+
+
 def _gen_key(args: argparse.Namespace, settings: Settings) -> int:
     from engine.crypto import generate_key
 
@@ -118,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replay", action="store_true", help="publish them back to the queue they came from")
     p.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     p.set_defaults(func=_dead_letters)
+    p = sub.add_parser("conversation", help="hand a conversation back to the bot (after a handoff), or close it")
+    p.add_argument("action", choices=["handback", "close"])
+    p.add_argument("id", help="conversation id")
+    p.set_defaults(func=_conversation)
     sub.add_parser("gen-key", help="print a new master key for ENGINE_MASTER_KEY").set_defaults(func=_gen_key)
     sub.add_parser("rotate-key", help="re-encrypt channel credentials under the first master key").set_defaults(
         func=_rotate_key

@@ -13,6 +13,7 @@ import orjson
 from engine.models import (
     Button,
     ChannelType,
+    ConversationCommand,
     DeliveryStatus,
     InboundEvent,
     MessageType,
@@ -28,8 +29,17 @@ class EnvelopeError(ValueError):
     """A body that is not a well-formed envelope of a version we read."""
 
 
-def encode(item: InboundEvent | StatusEvent | OutboundMessage) -> bytes:
-    kind = {InboundEvent: "inbound", StatusEvent: "status", OutboundMessage: "outbound"}[type(item)]
+Item = InboundEvent | StatusEvent | OutboundMessage | ConversationCommand
+KINDS: dict[type, str] = {
+    InboundEvent: "inbound",
+    StatusEvent: "status",
+    OutboundMessage: "outbound",
+    ConversationCommand: "command",
+}
+
+
+def encode(item: Item) -> bytes:
+    kind = KINDS[type(item)]
     return orjson.dumps({"v": VERSION, "kind": kind, "data": item})
 
 
@@ -38,7 +48,7 @@ def encode_raw(kind: str, data: dict[str, Any]) -> bytes:
     return orjson.dumps({"v": VERSION, "kind": kind, "data": data})
 
 
-def decode(body: bytes) -> InboundEvent | StatusEvent | OutboundMessage:
+def decode(body: bytes) -> Item:
     try:
         env = orjson.loads(body)
         if env.get("v") != VERSION:
@@ -56,6 +66,8 @@ def decode(body: bytes) -> InboundEvent | StatusEvent | OutboundMessage:
             data["channel_type"] = ChannelType(data["channel_type"])
             data["buttons"] = tuple(Button(**b) for b in data["buttons"])
             return OutboundMessage(**data)
+        if kind == "command":
+            return ConversationCommand(**data)
     except EnvelopeError:
         raise
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:

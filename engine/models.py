@@ -122,6 +122,22 @@ class StatusEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ConversationCommand:
+    """An operator's instruction for one conversation. It travels through the conversation's shard
+    like a message, so the worker that owns the conversation applies it in order with its messages
+    (and its in-memory state stays the truth)."""
+
+    channel_id: str
+    tenant_id: str
+    conversation_key: str
+    action: str  # "handback": status bot again (after a handoff) | "close"
+    issued_at: float
+
+
+COMMAND_STATUS = {"handback": "bot", "close": "closed"}
+
+
+@dataclass(frozen=True, slots=True)
 class Button:
     id: str
     title: str

@@ -93,6 +93,23 @@ class StateCache:
         entry.recent.extend(reversed(recent))
         return entry
 
+    async def get_existing(self, channel_id: str, conversation_key: str, shard: int) -> Entry | None:
+        """The conversation's state if it exists (cached or stored), else None."""
+        cid = conversation_id(channel_id, conversation_key)
+        entry = self._entries.get(cid)
+        if entry is not None:
+            return entry
+        async with self._pool.acquire() as conn:
+            conversation = await store.load_conversation(conn, cid)
+            if conversation is None:
+                return None
+            contact = await store.load_contact(conn, conversation.contact_id)
+            recent = await store.recent_event_ids(conn, cid, RECENT_EVENTS)
+        assert contact is not None  # a conversation row references its contact
+        entry = self._entries[cid] = Entry(conversation, contact, shard)
+        entry.recent.extend(reversed(recent))
+        return entry
+
     def evict(self, conversation_id: str) -> None:
         self._entries.pop(conversation_id, None)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,9 @@ import aio_pika
 import asyncpg
 
 from engine.bundle import BundleError, load_bundle, read_bundle, tenant_id
-from engine.bus import Topology, copy_of
+from engine.bus import Topology, copy_of, make_message
 from engine.crypto import CredentialError, Vault
+from engine.models import ConversationCommand
 from engine.settings import Settings
 from engine.store.pool import create_pool
 
@@ -124,4 +126,37 @@ async def dead_letters(settings: Settings, replay: bool, limit: int) -> int:
         # Messages listed but not replayed stay unacked until the channel closes: back in the queue.
     verb = "replayed" if replay else "listed"
     print(f"{verb} {shown} dead letter(s) from {topology.dead}", file=sys.stderr)
+    return 0
+
+
+SELECT_CONVERSATION = """
+SELECT tenant_id::text, channel_id::text, external_key, status FROM conversations WHERE id = $1
+"""
+
+
+async def command_conversation(settings: Settings, conversation: str, action: str) -> int:
+    """Send a handback/close command to the worker that owns the conversation (through its shard,
+    so it applies in order with the conversation's messages)."""
+    pool = await create_pool(settings.database_url)
+    try:
+        row = await pool.fetchrow(SELECT_CONVERSATION, conversation)
+    except asyncpg.DataError:
+        row = None
+    finally:
+        await pool.close()
+    if row is None:
+        print(f"engine conversation: no conversation {conversation}", file=sys.stderr)
+        return 2
+    command = ConversationCommand(row["channel_id"], row["tenant_id"], row["external_key"], action, time.time())
+    topology = Topology(settings.topology_prefix, settings.shards)
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(topology.inbound)
+        shard = topology.shard_of(command.tenant_id, command.channel_id, command.conversation_key)
+        message = make_message(
+            command, message_id=f"{conversation}:{action}:{command.issued_at}", correlation_id=conversation
+        )
+        await exchange.publish(message, routing_key=str(shard))
+    print(f"{action}: sent for conversation {conversation} (status was {row['status']})")
     return 0

@@ -27,7 +27,16 @@ from engine import bus, envelope, metrics
 from engine.batch import Batch, HistoryRow, utc
 from engine.brain import Brain
 from engine.lanes import Lanes
-from engine.models import InboundEvent, MessageType, OutboundMessage, Outcome, StatusEvent, stable_id
+from engine.models import (
+    COMMAND_STATUS,
+    ConversationCommand,
+    InboundEvent,
+    MessageType,
+    OutboundMessage,
+    Outcome,
+    StatusEvent,
+    stable_id,
+)
 from engine.settings import Settings
 from engine.shards import Membership, ShardSubscriptions
 from engine.state import Entry, StateCache
@@ -93,8 +102,8 @@ class Worker:
     def _on_message(self, shard: int, message: AbstractIncomingMessage) -> None:
         try:
             item = envelope.decode(message.body)
-            if not isinstance(item, InboundEvent | StatusEvent):
-                raise envelope.EnvelopeError(f"a {type(item).__name__} on an inbound shard")
+            if isinstance(item, OutboundMessage):
+                raise envelope.EnvelopeError("an outbound message on an inbound shard")
         except envelope.EnvelopeError as exc:
             reason = str(exc)
             self.lanes.submit(
@@ -104,8 +113,24 @@ class Worker:
         if isinstance(item, StatusEvent):
             self.batch.statuses.append(item)
             self._stage_ack(shard, message)
+        elif isinstance(item, ConversationCommand):
+            self.lanes.submit((item.channel_id, item.conversation_key), lambda: self._command(shard, message, item))
         else:
             self.lanes.submit((item.channel_id, item.conversation_key), lambda: self._handle(shard, message, item))
+
+    async def _command(self, shard: int, message: AbstractIncomingMessage, command: ConversationCommand) -> None:
+        """Apply an operator's command in the conversation's lane, after the messages before it."""
+        entry = await self.state.get_existing(command.channel_id, command.conversation_key, shard)
+        if entry is None:
+            log.warning("%s for an unknown conversation %s: ignored", command.action, command.conversation_key)
+            self._stage_ack(shard, message)
+            return
+        entry.conversation.status = COMMAND_STATUS[command.action]
+        if command.action == "close":
+            entry.conversation.flow_id = entry.conversation.node_id = entry.conversation.flow_version = None
+        self.batch.stage_state(entry.conversation, entry.contact, utc(time.time()))
+        entry.pending += 1
+        self._stage_ack(shard, message, entry)
 
     async def _handle(self, shard: int, message: AbstractIncomingMessage, event: InboundEvent) -> None:
         try:

@@ -1,6 +1,6 @@
 """A multi-turn conversation through webhooks, end to end: greeting -> order number asked, validated
 and re-prompted -> an HTTP tool against a local test server -> its result -> "agent" hands off and
-the bot goes silent. Also: a flow edited mid-conversation keeps the conversation on its version."""
+the bot goes silent -> `engine conversation handback` gives it back to the bot. Also: a flow edited mid-conversation keeps the conversation on its version."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import asyncpg
 
 from engine.fake_platforms import Recorder
 from engine.settings import Settings
-from tests.harness import Running, count, load_tenant, running_engine, telegram_update
+from tests.harness import Running, count, load_tenant, running_engine, telegram_update, wait_until
+from workers.admin import command_conversation
 
 BUNDLE = """
 tenant: {slug: shop, name: Shop, timezone: Europe/Madrid}
@@ -86,14 +87,26 @@ async def test_order_lookup_then_handoff_silences_the_bot(
                 await recorder.wait_for(len(replies), platform="telegram", method="sendMessage")
         await say(engine, channel, 99, "hello? is anyone there?")
         await asyncio.sleep(1.0)  # the bot must stay silent: no reply may arrive
+        assert [r.body["text"] for r in recorder.sent("telegram", method="sendMessage")] == replies
+
+        # The human agent is done: hand the conversation back; the bot answers again.
+        conversation_id = await pool.fetchval("SELECT id::text FROM conversations")
+        assert await command_conversation(settings, conversation_id, "handback") == 0
+
+        async def handed_back() -> bool:
+            return await pool.fetchval("SELECT status FROM conversations") == "bot"
+
+        await wait_until(handed_back)
+        await say(engine, channel, 100, "order please")
+        replies.append("What's your order number?")
+        async with asyncio.timeout(20):
+            await recorder.wait_for(len(replies), platform="telegram", method="sendMessage")
     assert [r.body["text"] for r in recorder.sent("telegram", method="sendMessage")] == replies
-    conversation = await pool.fetchrow("SELECT status, tags, variables FROM conversations")
-    assert conversation["status"] == "human"
-    assert "queue:support" in conversation["tags"]
+    assert "queue:support" in await pool.fetchval("SELECT tags FROM conversations")
     run = await pool.fetchrow("SELECT tool_name, status, attempts, idempotency_key FROM tool_executions")
     assert (run["tool_name"], run["status"], run["attempts"]) == ("order_status", "ok", 1)
     assert run["idempotency_key"]
-    assert await count(pool, "SELECT count(*) FROM message_history WHERE direction = 'inbound'") == 6
+    assert await count(pool, "SELECT count(*) FROM message_history WHERE direction = 'inbound'") == 7
 
 
 async def test_a_flow_edited_mid_conversation_keeps_its_version(

@@ -13,7 +13,7 @@ from engine.bundle import BundleError, parse_bundle
 from engine.bus import Topology
 from engine.crypto import CredentialError, Vault, generate_key
 from engine.lanes import Lanes
-from engine.models import Button, ChannelType, InboundEvent, MessageType, OutboundMessage
+from engine.models import Button, ChannelType, ConversationCommand, InboundEvent, MessageType, OutboundMessage
 from engine.shards import assign
 
 
@@ -81,6 +81,8 @@ def test_envelope_round_trip_and_rejects() -> None:
     assert envelope.decode(envelope.encode(event)) == event
     out = OutboundMessage("id", 2.0, "t", "c", ChannelType.TELEGRAM, "conv", "k", "hi", (Button("y", "Yes"),))
     assert envelope.decode(envelope.encode(out)) == out
+    command = ConversationCommand("c", "t", "k", "handback", 3.0)
+    assert envelope.decode(envelope.encode(command)) == command
     for bad in (b"nope", b'{"v": 2, "kind": "inbound", "data": {}}', b'{"v": 1, "kind": "inbound", "data": {}}'):
         with pytest.raises(envelope.EnvelopeError):
             envelope.decode(bad)
