@@ -279,7 +279,7 @@ async def test_platform_faults_are_retried_or_recorded_and_chat_rate_holds(
     assert row["error_code"] == "403" and row["attempts"] == 1  # permanent: not retried
     burst = sorted(r.received_at for r in recorder.sent("telegram", chat="204"))
     assert len(burst) == 5
-    assert all(b - a >= 0.95 for a, b in itertools.pairwise(burst))
+    assert all(b - a >= 0.9 for a, b in itertools.pairwise(burst))  # without the limiter: milliseconds
 
 
 async def test_a_receipt_that_overtakes_the_send_is_applied_when_the_send_is_recorded(
