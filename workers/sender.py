@@ -14,6 +14,7 @@ import logging
 import time
 
 import aiohttp
+import asyncpg
 from aio_pika.abc import AbstractIncomingMessage
 
 from engine import bus, channels, envelope, metrics
@@ -155,7 +156,11 @@ class Sender:
         interval = max(self.settings.requeue_stale_after / 4, 1.0)
         while True:
             await asyncio.sleep(interval)
-            bodies = await deliveries.sweep_stale(self.pool, self.settings.requeue_stale_after)
+            try:
+                bodies = await deliveries.sweep_stale(self.pool, self.settings.requeue_stale_after)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("sweep skipped: database unavailable (%s)", type(exc).__name__)
+                continue
             for body in bodies:
                 reply = envelope.decode(envelope.encode_raw("outbound", body))
                 assert isinstance(reply, OutboundMessage)
