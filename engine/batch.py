@@ -52,7 +52,7 @@ class Batch:
     contacts: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     conversations: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     history: list[tuple[EventKey, HistoryRow]] = field(default_factory=list)
-    outbound: list[tuple[EventKey, OutboundMessage, str]] = field(default_factory=list)  # + history id
+    outbound: list[tuple[EventKey, OutboundMessage, str | None]] = field(default_factory=list)  # + history id
     tool_runs: list[tuple[EventKey, str, str, ToolRun]] = field(default_factory=list)  # tenant, conv
     statuses: list[StatusEvent] = field(default_factory=list)
     messages: int = 0  # inbound messages whose effects are staged here

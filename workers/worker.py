@@ -226,7 +226,7 @@ class Worker:
             self.batch_full.set()
 
     async def _retry_or_dead_letter(self, shard: int, message: AbstractIncomingMessage, reason: str) -> None:
-        attempts = int((message.headers or {}).get(ATTEMPT_HEADER, 0)) + 1  # type: ignore[call-overload]
+        attempts = int(str((message.headers or {}).get(ATTEMPT_HEADER) or 0)) + 1
         if attempts >= MAX_ATTEMPTS:
             await self._dead_letter(shard, message, reason, "handler")
             return

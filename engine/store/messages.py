@@ -6,6 +6,7 @@ batch, whatever its size), and every insert is idempotent so a redelivered batch
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -112,7 +113,7 @@ def _json(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def _columns(rows: list[tuple[object, ...]], width: int) -> list[list[object]]:
+def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
     """Rows to the per-column lists that unnest() takes."""
     return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
