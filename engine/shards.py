@@ -2,8 +2,13 @@
 
 Every process of a role heartbeats a row in worker_leases; the live ones (heartbeat within the lease
 TTL) share the shards by rendezvous hashing, so a join or a death moves only the shards it must.
-Correctness does not depend on this: the shard queues are single-active-consumer, so even while two
-processes briefly both subscribe to a shard, only one receives its messages. This only spreads load.
+
+A shard changes hands through shard_owners: the old owner stops consuming, finishes and acks what
+it took, and only then gives up the row; the new owner subscribes only once it holds the row (or
+the old owner's lease has expired, after a crash, when the broker has already requeued what the
+dead process held). So a conversation's next message is never processed before its previous one.
+The shard queues are also single-active-consumer, which keeps one consumer per shard even if two
+processes disagree for a moment.
 """
 
 from __future__ import annotations
@@ -34,6 +39,18 @@ WHERE role = $1 AND heartbeat_at > now() - make_interval(secs => $2)
 ORDER BY worker_id
 """
 DELETE_LEASE = "DELETE FROM worker_leases WHERE worker_id = $1"
+# Take the shards that are free, already ours, or held by a member whose lease has expired.
+CLAIM_SHARDS = """
+INSERT INTO shard_owners (role, shard, owner)
+SELECT $1, shard, $2 FROM unnest($3::int[]) AS shard
+ON CONFLICT (role, shard) DO UPDATE SET owner = EXCLUDED.owner, claimed_at = now()
+WHERE shard_owners.owner = EXCLUDED.owner OR NOT EXISTS (
+    SELECT 1 FROM worker_leases w
+    WHERE w.worker_id = shard_owners.owner AND w.heartbeat_at > now() - make_interval(secs => $4))
+RETURNING shard
+"""
+DISOWN_SHARD = "DELETE FROM shard_owners WHERE role = $1 AND shard = $2 AND owner = $3"
+DISOWN_ALL = "DELETE FROM shard_owners WHERE owner = $1"
 PRUNE_DEAD = "DELETE FROM worker_leases WHERE heartbeat_at < now() - make_interval(secs => $1)"
 
 
@@ -62,8 +79,19 @@ class Membership:
             await conn.execute(PRUNE_DEAD, self.lease_ttl * 30)
             return [r["worker_id"] for r in await conn.fetch(SELECT_LIVE, self.role, self.lease_ttl)]
 
+    async def claim(self, shards: set[int]) -> set[int]:
+        """Take what can be taken of `shards`; returns the ones we now hold."""
+        rows = await self.pool.fetch(CLAIM_SHARDS, self.role, self.me, sorted(shards), self.lease_ttl)
+        return {r["shard"] for r in rows}
+
+    async def disown(self, shard: int) -> None:
+        await self.pool.execute(DISOWN_SHARD, self.role, shard, self.me)
+
     async def leave(self) -> None:
-        await self.pool.execute(DELETE_LEASE, self.me)
+        """Give up every shard and our lease: call it only once everything taken is acked."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(DISOWN_ALL, self.me)
+            await conn.execute(DELETE_LEASE, self.me)
 
 
 class ShardSubscriptions:
@@ -91,6 +119,7 @@ class ShardSubscriptions:
         self.consumers: dict[int, tuple[AbstractQueue, str]] = {}
         self.in_flight: dict[int, int] = {}
         self._idle: dict[int, asyncio.Event] = {}
+        self.unowned: set[int] = set()  # shards released whose shard_owners row is still ours
 
     def received(self, shard: int) -> None:
         self.in_flight[shard] = self.in_flight.get(shard, 0) + 1
@@ -116,19 +145,25 @@ class ShardSubscriptions:
         """Heartbeat and rebalance forever (run it as a task; cancel it to stop rebalancing)."""
         while True:
             try:
-                members = await self.membership.heartbeat()
+                await self._rebalance()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                # Keep what we own: single-active-consumer keeps order even if our lease lapses.
-                log.warning("heartbeat failed (%s); keeping current shards", type(exc).__name__)
-                await asyncio.sleep(interval)
-                continue
-            wanted = assign(self.shards, members, self.membership.me)
-            for shard in sorted(wanted - self.consumers.keys()):
-                await self._consume(shard)
-            for shard in sorted(self.consumers.keys() - wanted):
-                await self.release(shard)
+                # Keep consuming what we have: nobody else can claim it while our lease holds, and
+                # single-active-consumer keeps one consumer per shard if it lapses.
+                log.warning("rebalancing skipped (%s); keeping current shards", type(exc).__name__)
             metrics.OWNED_SHARDS.labels(self.membership.role).set(len(self.consumers))
             await asyncio.sleep(interval)
+
+    async def _rebalance(self) -> None:
+        members = await self.membership.heartbeat()
+        for shard in sorted(self.unowned):  # released earlier, but giving up the row failed
+            await self.membership.disown(shard)
+            self.unowned.discard(shard)
+        wanted = assign(self.shards, members, self.membership.me)
+        for shard in sorted(self.consumers.keys() - wanted):
+            await self.release(shard)
+        if missing := wanted - self.consumers.keys():
+            for shard in sorted(await self.membership.claim(missing)):
+                await self._consume(shard)
 
     async def _consume(self, shard: int) -> None:
         queue = await self.channel.get_queue(self.queue_name(shard), ensure=False)
@@ -142,10 +177,13 @@ class ShardSubscriptions:
         log.info("%s consuming %s", self.membership.me, self.queue_name(shard))
 
     async def release(self, shard: int) -> None:
-        """Stop consuming a shard, let the owner finish what it holds of it, then forget it."""
+        """Stop consuming a shard, let the owner finish and ack what it holds of it, then give it up."""
         queue, tag = self.consumers.pop(shard)
         await queue.cancel(tag)
         await self.on_release(shard)
+        self.unowned.add(shard)
+        await self.membership.disown(shard)
+        self.unowned.discard(shard)
         log.info("%s released %s", self.membership.me, self.queue_name(shard))
 
     async def stop(self) -> None:
