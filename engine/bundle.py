@@ -15,11 +15,12 @@ from typing import Any
 import asyncpg
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError
 
 from engine.crypto import Vault
 from engine.definitions import DefinitionError, save_definitions
 from engine.models import ChannelType, stable_id
+from engine.validation import Strict, TimeZone
 
 SLUG = r"^[a-z0-9][a-z0-9_\-]{0,62}$"
 
@@ -28,28 +29,13 @@ class BundleError(ValueError):
     """The file is invalid; the message names the path of each bad field."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TenantSpec(_Strict):
+class TenantSpec(Strict):
     slug: str = Field(pattern=SLUG)
     name: str
-    timezone: str = "UTC"
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
-        return value
+    timezone: TimeZone = "UTC"
 
 
-class BotSpec(_Strict):
+class BotSpec(Strict):
     slug: str = Field(pattern=SLUG)
     name: str
     welcome_text: str = "Hello {name}!"
@@ -57,7 +43,7 @@ class BotSpec(_Strict):
     settings: dict[str, Any] = {}
 
 
-class ChannelSpec(_Strict):
+class ChannelSpec(Strict):
     slug: str = Field(pattern=SLUG)
     type: ChannelType
     bot: str | None = None
@@ -67,7 +53,7 @@ class ChannelSpec(_Strict):
     config: dict[str, Any] = {}
 
 
-class Bundle(_Strict):
+class Bundle(Strict):
     tenant: TenantSpec
     bots: list[BotSpec] = []
     channels: list[ChannelSpec] = []

@@ -21,9 +21,10 @@ from engine.crypto import Vault
 from engine.flows.definitions import FlowDef
 from engine.flows.validate import check_flow
 from engine.models import stable_id
-from engine.routing.definitions import Rule, Strict
+from engine.routing.definitions import Rule
 from engine.store import definitions as sql
 from engine.tools.definitions import HttpToolDef
+from engine.validation import Strict
 
 log = logging.getLogger(__name__)
 SECTIONS = ("rules", "flows", "tools", "faqs", "documents")

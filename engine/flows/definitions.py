@@ -11,7 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from engine.routing.definitions import ButtonDef, Strict
+from engine.routing.definitions import ButtonDef
+from engine.validation import RegexPattern, Strict
 
 NODE_ID = r"^[A-Za-z0-9_\-]{1,64}$"
 VAR = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
@@ -32,19 +33,9 @@ class Choice(Strict):
 class Validation(Strict):
     kind: Literal["text", "number", "email", "phone", "choice", "regex"] = "text"
     choices: list[Choice] = []
-    pattern: str | None = None  # kind regex: re.fullmatch on the trimmed answer
+    pattern: RegexPattern | None = None  # kind regex: re.fullmatch on the trimmed answer
     min: float | None = None  # number: value bounds; text: length bounds
     max: float | None = None
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regex {value!r}: {exc}") from None
-        return value
 
     @model_validator(mode="after")
     def _complete(self) -> Validation:

@@ -10,16 +10,13 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from engine.models import ChannelType, MessageType
+from engine.validation import RegexPattern, Strict, TimeZone
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 HHMM = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 def _one_of(model: BaseModel, kind: str) -> None:
@@ -52,7 +49,7 @@ class TimeWindow(Strict):
     days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = list(DAYS)
     start: str = "00:00"
     end: str = "24:00"  # exclusive; end <= start means the window runs past midnight
-    timezone: str | None = None  # default: the tenant's time zone
+    timezone: TimeZone | None = None  # default: the tenant's time zone
 
     @field_validator("start", "end")
     @classmethod
@@ -60,18 +57,6 @@ class TimeWindow(Strict):
         match = HHMM.match(value)
         if match is None or (match.group(1) == "24" and match.group(2) != "00"):
             raise ValueError(f"expected HH:MM, got {value!r}")
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str | None) -> str | None:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        if value is not None:
-            try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"unknown time zone {value!r}") from None
         return value
 
 
@@ -93,7 +78,7 @@ class Condition(Strict):
     contains: list[str] | None = None  # any of these words or phrases, whole words
     starts_with: list[str] | None = None  # the message's first words
     equals: list[str] | None = None  # the message's words, exactly
-    regex: str | None = None  # re.search on the raw text
+    regex: RegexPattern | None = None  # re.search on the raw text
     payload: list[str] | None = None  # button / postback payload
     attribute: AttributeCondition | None = None  # contact attribute
     new_conversation: bool | None = None
@@ -122,15 +107,6 @@ class Condition(Strict):
             if not phrase(value):
                 raise ValueError(f"{value!r} has no words to match")
         return values
-
-    @field_validator("regex")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regex {value!r}: {exc}") from None
-        return value
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Condition:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from engine.flows import templates
-from engine.routing.definitions import Strict
+from engine.validation import Strict
 
 
 class HttpToolDef(Strict):
