@@ -226,11 +226,7 @@ async def _faq(turn: Turn, flow: Flow, node: d.FaqNode) -> Step:
         if node.var:
             turn.conversation.variables[node.var] = hit[0].answer
         return node.next
-    if node.miss is not None:
-        return node.miss
-    if node.miss_text:
-        turn.say(turn.render(node.miss_text))
-    return node.next
+    return _missed(turn, node)
 
 
 async def _kb_search(turn: Turn, flow: Flow, node: d.KbSearchNode) -> Step:
@@ -244,6 +240,11 @@ async def _kb_search(turn: Turn, flow: Flow, node: d.KbSearchNode) -> Step:
         if node.reply:
             turn.say(f"{hits[0]['title']}: {hits[0]['snippet']}")
         return node.next
+    return _missed(turn, node)
+
+
+def _missed(turn: Turn, node: d.FaqNode | d.KbSearchNode) -> Step:
+    """No answer found: follow the miss edge, else say miss_text (if any) and go on."""
     if node.miss is not None:
         return node.miss
     if node.miss_text:

@@ -14,6 +14,7 @@ import asyncpg
 from engine.crypto import Vault
 from engine.models import ChannelInfo, ChannelType
 
+MAX_CACHED = 10_000
 SELECT_CHANNEL = """
 SELECT id::text, tenant_id::text, bot_id::text, type, external_id, credentials, config, active
 FROM channels WHERE id = $1
@@ -50,5 +51,11 @@ class ChannelDirectory:
                 config=row["config"],
                 active=row["active"],
             )
+        if len(self._cache) >= MAX_CACHED:
+            # Webhooks to made-up ids are cached as misses too (so they cost no query each);
+            # keep that from growing without bound.
+            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+            if len(self._cache) >= MAX_CACHED:
+                self._cache.clear()
         self._cache[channel_id] = (now + self._ttl, info)
         return info
