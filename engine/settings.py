@@ -3,6 +3,9 @@ process, then passed down explicitly. Defaults work against PostgreSQL and Rabbi
 
 from __future__ import annotations
 
+import json
+import os
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -50,6 +53,14 @@ class Settings(BaseSettings):
     # Outbound rate-limit overrides per channel type (engine.ratelimit.DEFAULT_LIMITS otherwise), e.g.
     # ENGINE_RATE_LIMITS='{"telegram": {"chat_rate": 1, "chat_burst": 1, "channel_rate": 30, "channel_burst": 30}}'
     rate_limits: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    def environment(self) -> dict[str, str]:
+        """This process's environment with these settings as ENGINE_* variables (and no others),
+        for starting `engine ...` subprocesses that must use exactly these settings."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_")}
+        for name, value in self.model_dump(mode="json").items():
+            env[f"ENGINE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+        return env
 
     def api_base(self, channel_type: ChannelType) -> str:
         if channel_type is ChannelType.TELEGRAM:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -127,16 +125,8 @@ async def running_engine(settings: Settings, workers: int = 1, senders: int = 1)
             await runner.cleanup()
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes an `engine ...` subprocess use these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_")}
-    for name, value in settings.model_dump(mode="json").items():
-        env[f"ENGINE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
-    return env
-
-
 def spawn(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "engine.cli", *args], env=settings_env(settings))
+    return subprocess.Popen([sys.executable, "-m", "engine.cli", *args], env=settings.environment())
 
 
 async def wait_until(check: Any, timeout: float = 30.0, interval: float = 0.05) -> Any:

@@ -9,7 +9,6 @@ stops every process gracefully (also on Ctrl-C / SIGTERM).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -207,11 +206,9 @@ def main(settings: Settings, keep_running: bool = False) -> int:
         }
     )
     os.environ["SHOP_API_URL"] = f"{fake}/shop"  # the example bot's order tool calls the fake shop
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_")}
-    for name, value in settings.model_dump(mode="json").items():
-        if name != "log_level" or "ENGINE_LOG_LEVEL" in os.environ:
-            env[f"ENGINE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
-    env.setdefault("ENGINE_LOG_LEVEL", "WARNING")  # keep the demo's own output readable
+    env = settings.environment()
+    if "ENGINE_LOG_LEVEL" not in os.environ:
+        env["ENGINE_LOG_LEVEL"] = "WARNING"  # keep the demo's own output readable
     env["DEMO_FAKE_PORT"] = str(fake_port)
     procs = Processes(env)
     # SIGTERM to the demo becomes KeyboardInterrupt, so the finally below stops the children too.
