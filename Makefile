@@ -20,14 +20,15 @@ services:
 demo run: install services
 	$(BIN)/engine demo
 
-test: install services
-	$(BIN)/ruff check engine workers tests
-	$(BIN)/ruff format --check engine workers tests
+test: install services lint
 	$(BIN)/pytest
 
+# ruff, the architecture's import contracts (pyproject [tool.importlinter]) and mypy --strict.
 lint: install
 	$(BIN)/ruff check engine workers tests
 	$(BIN)/ruff format --check engine workers tests
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 bench-routing: install
 	$(BIN)/python -m tests.bench.bench_routing

@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     metrics_port: int = 0  # workers and senders serve /metrics here when set (receivers serve it always)
 
-    # Outbound rate-limit overrides per channel type (engine.ratelimit.DEFAULT_LIMITS otherwise), e.g.
+    # Outbound rate-limit overrides per channel type (engine.outbound.ratelimit.DEFAULT_LIMITS otherwise), e.g.
     # ENGINE_RATE_LIMITS='{"telegram": {"chat_rate": 1, "chat_burst": 1, "channel_rate": 30, "channel_burst": 30}}'
     rate_limits: dict[str, dict[str, float]] = Field(default_factory=dict)
 

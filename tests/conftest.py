@@ -15,13 +15,13 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from engine import bus
+from engine.bus.topology import Topology, delete_topology
 from engine.crypto import Vault, generate_key
 from engine.fake_platforms import RECORDER, Recorder
 from engine.fake_platforms import create_app as create_fake_app
 from engine.settings import Settings
+from engine.store.migrations import migrate
 from engine.store.pool import create_pool
-from workers.migrate import migrate
 
 # Tests configure themselves explicitly; nothing leaks in from the developer's environment.
 for _name in [n for n in os.environ if n.startswith("ENGINE_")]:
@@ -101,7 +101,7 @@ async def settings(database_url: str, fake_platforms: tuple[str, Recorder]) -> A
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         # Tests may raise the shard count (up to MAX_TEST_SHARDS); deleting an absent queue is a no-op.
-        await bus.delete_topology(await connection.channel(), bus.Topology(s.topology_prefix, MAX_TEST_SHARDS))
+        await delete_topology(await connection.channel(), Topology(s.topology_prefix, MAX_TEST_SHARDS))
 
 
 @pytest.fixture

@@ -19,13 +19,13 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from engine import bus
-from engine import http as receiver
-from engine.bundle import load_bundle, parse_bundle
+from engine.admin.tenant_file import load_bundle, parse_bundle
+from engine.bus.topology import Topology
 from engine.crypto import Vault
+from engine.ingress import app as receiver
 from engine.settings import Settings
-from workers.sender import Sender
-from workers.worker import Worker
+from workers.sender import SenderProcess as Sender
+from workers.worker import WorkerProcess as Worker
 
 TELEGRAM_SECRET = "tg-secret-token"
 TELEGRAM_TOKEN = "123456:TEST-TOKEN"
@@ -126,7 +126,7 @@ async def running_engine(settings: Settings, workers: int = 1, senders: int = 1)
 
 
 def spawn(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "engine.cli", *args], env=settings.environment())
+    return subprocess.Popen([sys.executable, "-m", "workers.cli", *args], env=settings.environment())
 
 
 async def wait_until(check: Any, timeout: float = 30.0, interval: float = 0.05) -> Any:
@@ -139,7 +139,7 @@ async def wait_until(check: Any, timeout: float = 30.0, interval: float = 0.05) 
 
 async def queued_inbound(settings: Settings) -> int:
     """Messages waiting in the inbound shard queues (nothing consumes them in receiver-only tests)."""
-    topology = bus.Topology(settings.topology_prefix, settings.shards)
+    topology = Topology(settings.topology_prefix, settings.shards)
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()

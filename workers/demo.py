@@ -19,12 +19,13 @@ from pathlib import Path
 
 import aiohttp
 
-from engine import traffic
-from engine.bundle import Bundle, channel_id, read_bundle, tenant_id
+from engine.admin.commands import load
+from engine.admin.tenant_file import Bundle, channel_id, read_bundle, tenant_id
 from engine.crypto import generate_key
+from engine.loadtest import traffic
 from engine.settings import Settings
+from engine.store import transcripts
 from engine.store.pool import create_pool
-from workers.admin import load, transcripts
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "tenant.yaml"
@@ -61,14 +62,6 @@ def _master_key(settings: Settings) -> str:
     return key_file.read_text().strip()
 
 
-SELECT_PROGRESS = """
-SELECT (SELECT count(*) FROM inbound_events WHERE processed_at >= to_timestamp($1)) AS processed,
-       (SELECT count(*) FROM channel_messages WHERE created_at >= to_timestamp($1)
-                                                AND status IN ('queued', 'sending')) AS pending,
-       (SELECT count(*) FROM channel_messages WHERE created_at >= to_timestamp($1) AND status = 'sent') AS sent
-"""
-
-
 class Processes:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
@@ -76,7 +69,7 @@ class Processes:
 
     def start(self, name: str, *args: str) -> None:
         # A session of their own: Ctrl-C reaches only the demo, which stops each child once, in order.
-        command = [sys.executable, "-m", "engine.cli", *args]
+        command = [sys.executable, "-m", "workers.cli", *args]
         self.procs.append((name, subprocess.Popen(command, env=self.env, start_new_session=True)))
 
     def check_alive(self) -> None:
@@ -141,11 +134,11 @@ async def _wait_delivered(settings: Settings, since: float, posted: int, procs: 
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             procs.check_alive()
-            row = await pool.fetchrow(SELECT_PROGRESS, since)
-            if row["processed"] >= posted and row["pending"] == 0:
-                return int(row["sent"])
+            processed, pending, sent = await transcripts.progress(pool, since)
+            if processed >= posted and pending == 0:
+                return sent
             await asyncio.sleep(0.3)
-        raise TimeoutError(f"{row['processed']} of {posted} messages processed, {row['pending']} replies pending")
+        raise TimeoutError(f"{processed} of {posted} messages processed, {pending} replies pending")
     finally:
         await pool.close()
 
@@ -153,7 +146,7 @@ async def _wait_delivered(settings: Settings, since: float, posted: int, procs: 
 async def _print_transcripts(settings: Settings, tenant: str, since: float) -> None:
     pool = await create_pool(settings.database_url)
     try:
-        for key, lines in (await transcripts(pool, tenant, 20, since)).items():
+        for key, lines in (await transcripts.transcripts(pool, tenant_id(tenant), 20, since)).items():
             print(f"\n--- {key}")
             for line in lines:
                 print(f"    {line}")
@@ -162,7 +155,7 @@ async def _print_transcripts(settings: Settings, tenant: str, since: float) -> N
 
 
 async def _demo(settings: Settings, env: dict[str, str], procs: Processes, keep_running: bool) -> None:
-    from workers.migrate import migrate
+    from engine.store.migrations import migrate
 
     print("migrating", settings.database_url.rsplit("@", 1)[-1])
     await migrate(settings.database_url)

@@ -24,7 +24,7 @@ def main(settings: Settings, n: int) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    command = [sys.executable, "-m", "engine.cli", "worker"]
+    command = [sys.executable, "-m", "workers.cli", "worker"]
 
     def spawn() -> subprocess.Popen[bytes]:
         # A session of its own: a terminal's Ctrl-C reaches only the supervisor, which then stops

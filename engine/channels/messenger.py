@@ -32,7 +32,7 @@ MAX_TEXT, MAX_QUICK_REPLIES, MAX_QUICK_REPLY_TITLE = 2000, 13, 20
 
 
 class MessengerChannel:
-    types = (ChannelType.MESSENGER, ChannelType.INSTAGRAM)
+    types: tuple[ChannelType, ...] = (ChannelType.MESSENGER, ChannelType.INSTAGRAM)
 
     def handshake(self, request: WebhookRequest, channel: ChannelInfo) -> WebhookReply | None:
         return meta.handshake(request, channel)

@@ -48,7 +48,7 @@ def signature(signing_secret: str, timestamp: str, body: bytes) -> str:
 
 
 class SlackChannel:
-    types = (ChannelType.SLACK,)
+    types: tuple[ChannelType, ...] = (ChannelType.SLACK,)
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock

@@ -32,7 +32,7 @@ MAX_TEXT = 4096
 
 
 class TelegramChannel:
-    types = (ChannelType.TELEGRAM,)
+    types: tuple[ChannelType, ...] = (ChannelType.TELEGRAM,)
 
     def handshake(self, request: WebhookRequest, channel: ChannelInfo) -> WebhookReply | None:
         return None  # Telegram has no inbound handshake: setWebhook registers the URL.
@@ -96,7 +96,8 @@ def _conversation_key(chat: dict[str, Any], thread_id: object) -> str:
 
 
 def _sender(message: dict[str, Any]) -> dict[str, Any]:
-    return message.get("from") or message["chat"]
+    sender: dict[str, Any] = message.get("from") or message["chat"]
+    return sender
 
 
 def _display_name(user: dict[str, Any]) -> str | None:
@@ -135,7 +136,7 @@ def _message_event(
         conversation_key=_conversation_key(chat, thread_id),
         contact_key=str(user["id"]),
         type=kind,
-        timestamp=float(message.get("edit_date") if edited else message["date"]),
+        timestamp=float(message["edit_date"] if edited else message["date"]),
         text=text,
         contact_name=_display_name(user),
         contact_attributes={"username": user["username"]} if user.get("username") else {},
@@ -177,7 +178,7 @@ async def _call(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> 
     if data is None:
         raise SendError(f"telegram answered {status} without a JSON body", code=str(status), retryable=True)
     if isinstance(data, dict) and data.get("ok"):
-        result: dict[str, Any] = data.get("result") if isinstance(data.get("result"), dict) else {}
+        result: dict[str, Any] = data["result"] if isinstance(data.get("result"), dict) else {}
         return result
     code = int(data.get("error_code", status)) if isinstance(data, dict) else status
     description = str(data.get("description", "")) if isinstance(data, dict) else ""

@@ -94,7 +94,7 @@ PARSERS: dict[str, Callable[[dict[str, Any]], Parsed]] = {
 
 
 class WhatsAppChannel:
-    types = (ChannelType.WHATSAPP,)
+    types: tuple[ChannelType, ...] = (ChannelType.WHATSAPP,)
 
     def handshake(self, request: WebhookRequest, channel: ChannelInfo) -> WebhookReply | None:
         return meta.handshake(request, channel)
@@ -164,8 +164,8 @@ def _contact_for(value: dict[str, Any], phone: str | None, user_id: str | None) 
     contacts = value.get("contacts") or []
     for contact in contacts:
         if (user_id and contact.get("user_id") == user_id) or (phone and contact.get("wa_id") == phone):
-            return contact
-    return contacts[0] if len(contacts) == 1 else {}
+            return dict(contact)
+    return dict(contacts[0]) if len(contacts) == 1 else {}
 
 
 def _message_event(channel: ChannelInfo, value: dict[str, Any], m: dict[str, Any]) -> InboundEvent:

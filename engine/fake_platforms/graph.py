@@ -93,8 +93,8 @@ def _whatsapp_result(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 
 
 def _messenger_result(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    recipient = body.get("recipient") if isinstance(body.get("recipient"), dict) else {}
-    message = body.get("message") if isinstance(body.get("message"), dict) else {}
+    recipient = body["recipient"] if isinstance(body.get("recipient"), dict) else {}
+    message = body["message"] if isinstance(body.get("message"), dict) else {}
     if not recipient.get("id"):
         return 400, _graph_error("messenger", 100, "recipient.id is required")
     if not message.get("text") and not message.get("attachment"):

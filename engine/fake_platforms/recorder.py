@@ -139,7 +139,7 @@ async def read_body(request: web.Request) -> dict[str, Any]:
             data.update(parsed)
     elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
         for key, value in (await request.post()).items():
-            data[key] = _maybe_json(value) if isinstance(value, str) else {"filename": value.filename}
+            data[key] = _maybe_json(value) if isinstance(value, str) else {"filename": getattr(value, "filename", None)}
     return data
 
 

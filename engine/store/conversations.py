@@ -1,6 +1,9 @@
-"""Loading one conversation's state (and its contact) when a worker first sees it."""
+"""Loading one conversation's state (and its contact) when a worker first sees it; finding the
+conversation an operator names."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import asyncpg
 
@@ -59,3 +62,26 @@ async def load_contact(conn: asyncpg.Connection, contact_id: str) -> Contact | N
 
 async def recent_event_ids(conn: asyncpg.Connection, conversation_id: str, limit: int) -> list[str]:
     return [r["event_id"] for r in await conn.fetch(SELECT_RECENT_EVENTS, conversation_id, limit)]
+
+
+SELECT_CONVERSATION_ROUTE = """
+SELECT tenant_id::text, channel_id::text, external_key, status FROM conversations WHERE id = $1
+"""
+
+
+class ConversationRoute(NamedTuple):
+    """What it takes to reach a conversation through its shard."""
+
+    tenant_id: str
+    channel_id: str
+    external_key: str
+    status: str
+
+
+async def find(pool: asyncpg.Pool, conversation_id: str) -> ConversationRoute | None:
+    """The conversation with this id, or None (also for a string that is not a uuid)."""
+    try:
+        row = await pool.fetchrow(SELECT_CONVERSATION_ROUTE, conversation_id)
+    except asyncpg.DataError:
+        return None
+    return None if row is None else ConversationRoute(*row)

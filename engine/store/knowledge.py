@@ -6,6 +6,8 @@ ranks with ts_rank_cd over the GIN-indexed generated tsvector (sql/0002_brain.sq
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 from typing import Any
 
 import asyncpg
@@ -30,7 +32,7 @@ ON CONFLICT (bot_id, scope, key) DO UPDATE SET value = EXCLUDED.value, updated_a
 """
 BOT_SCOPE = "*"
 
-Executor = asyncpg.Pool | asyncpg.Connection
+Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection  # either runs a statement
 
 
 async def search_documents(

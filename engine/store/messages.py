@@ -7,13 +7,16 @@ batch, whatever its size), and every insert is idempotent so a redelivered batch
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
-import orjson
 
-from engine.batch import Batch, EventKey, utc
-from engine.models import STATUS_RANK, StatusEvent
+from engine.models import STATUS_RANK, Contact, Conversation, OutboundMessage, StatusEvent, ToolRun
+from engine.values import json_text, utc
+
+EventKey = tuple[str, str]  # (channel_id, event_id)
 
 UPSERT_CONTACTS = """
 INSERT INTO channel_contacts (id, tenant_id, channel_id, external_id, name, attributes, last_seen_at)
@@ -107,10 +110,48 @@ ON CONFLICT DO NOTHING
 """
 
 
-def _json(value: object) -> str:
-    # jsonb arrays travel as text[] and are cast in SQL: asyncpg cannot encode jsonb[] elements
-    # through a text-format codec.
-    return orjson.dumps(value).decode()
+@dataclass(slots=True)
+class HistoryRow:
+    id: str
+    tenant_id: str
+    channel_id: str
+    conversation_id: str
+    direction: str
+    sender: str
+    message_type: str
+    text: str | None
+    payload: dict[str, Any]
+    external_id: str | None
+    created_at: datetime
+
+
+@dataclass(slots=True)
+class FlushRows:
+    """Every row one flush writes, each tagged with the inbound event that caused it, so that if the
+    ledger turns out to hold the event already (a late duplicate) its rows are left out.
+
+    State is snapshotted when staged: later messages of the same conversation mutate the live
+    objects, but each staged row must hold the state as it was after its own message."""
+
+    events: dict[EventKey, str] = field(default_factory=dict)  # event -> conversation id
+    contacts: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    conversations: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    history: list[tuple[EventKey, HistoryRow]] = field(default_factory=list)
+    outbound: list[tuple[EventKey, OutboundMessage, str | None]] = field(default_factory=list)  # + history id
+    tool_runs: list[tuple[EventKey, str, str, ToolRun]] = field(default_factory=list)  # tenant, conversation
+    statuses: list[StatusEvent] = field(default_factory=list)
+
+    def stage_state(self, conversation: Conversation, contact: Contact, at: datetime) -> None:
+        self.contacts[contact.id] = (
+            contact.id, contact.tenant_id, contact.channel_id, contact.key, contact.name,
+            json_text(contact.attributes), at,
+        )  # fmt: skip
+        self.conversations[conversation.id] = (
+            conversation.id, conversation.tenant_id, conversation.channel_id, conversation.contact_id,
+            conversation.key, conversation.bot_id, conversation.status, conversation.flow_id,
+            conversation.flow_version, conversation.node_id, json_text(conversation.variables),
+            json_text(conversation.tags), at,
+        )  # fmt: skip
 
 
 def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
@@ -118,7 +159,7 @@ def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object
     return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
-async def flush(conn: asyncpg.Connection, batch: Batch) -> set[EventKey]:
+async def flush(conn: asyncpg.Connection, batch: FlushRows) -> set[EventKey]:
     """Write the batch; returns the events found already in the ledger (late duplicates), whose
     message rows and replies were left out. Must run inside the caller's transaction."""
     duplicates: set[EventKey] = set()
@@ -134,22 +175,22 @@ async def flush(conn: asyncpg.Connection, batch: Batch) -> set[EventKey]:
         await conn.execute(UPSERT_CONVERSATIONS, *_columns(list(batch.conversations.values()), 13))
     history = [
         (h.id, h.tenant_id, h.channel_id, h.conversation_id, h.direction, h.sender, h.message_type, h.text,
-         _json(h.payload), h.external_id, h.created_at)
+         json_text(h.payload), h.external_id, h.created_at)
         for key, h in batch.history
         if key not in duplicates
     ]  # fmt: skip
     if history:
         await conn.execute(INSERT_HISTORY, *_columns(history, 11))
     outbound = [
-        (m.id, m.tenant_id, m.channel_id, m.conversation_id, history_id, _json(m), utc(m.created_at))
+        (m.id, m.tenant_id, m.channel_id, m.conversation_id, history_id, json_text(m), utc(m.created_at))
         for key, m, history_id in batch.outbound
         if key not in duplicates
     ]
     if outbound:
         await conn.execute(INSERT_CHANNEL_MESSAGES, *_columns(outbound, 7))
     tool_runs = [
-        (r.id, tenant, conversation, r.tool_id, r.tool_name, r.status, r.attempts, r.duration_ms, _json(r.request),
-         None if r.response is None else _json(r.response), r.error, r.idempotency_key,
+        (r.id, tenant, conversation, r.tool_id, r.tool_name, r.status, r.attempts, r.duration_ms, json_text(r.request),
+         None if r.response is None else json_text(r.response), r.error, r.idempotency_key,
          utc(r.started_at) if r.started_at else datetime.now(UTC))
         for key, tenant, conversation, r in batch.tool_runs
         if key not in duplicates

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncpg
 import orjson
+
+from engine.values import json_text
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for name in ("jsonb", "json"):
-        await conn.set_type_codec(name, encoder=_dumps, decoder=orjson.loads, schema="pg_catalog", format="text")
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
+        await conn.set_type_codec(name, encoder=json_text, decoder=orjson.loads, schema="pg_catalog", format="text")
 
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:

@@ -16,11 +16,11 @@ import random
 import time
 from typing import Any
 
-from engine.routing.compiler import Names
-from engine.routing.definitions import Rule
-from engine.routing.evaluator import evaluate
-from engine.routing.matcher import TenantRouter, compile_rules, sort_rules
-from engine.routing.message import Message
+from engine.brain.routing.compiler import Names
+from engine.brain.routing.evaluator import evaluate
+from engine.brain.routing.matcher import TenantRouter, compile_rules, sort_rules
+from engine.brain.routing.message import Message
+from engine.brain.routing.rule_models import Rule
 
 ZONES = ["Europe/Madrid", "America/New_York", "Asia/Tokyo", "UTC", "America/Sao_Paulo"]
 CHANNEL_TYPES = ["whatsapp", "telegram", "slack", "messenger"]

@@ -8,10 +8,10 @@ import asyncio
 
 import asyncpg
 
+from engine.admin.commands import command_conversation
 from engine.fake_platforms import Recorder
 from engine.settings import Settings
 from tests.harness import Running, count, load_tenant, running_engine, telegram_update, wait_until
-from workers.admin import command_conversation
 
 BUNDLE = """
 tenant: {slug: shop, name: Shop, timezone: Europe/Madrid}

@@ -9,10 +9,10 @@ import time
 import asyncpg
 import orjson
 
-from engine.batch import utc
 from engine.fake_platforms import Recorder
 from engine.models import ChannelType, OutboundMessage, stable_id
 from engine.settings import Settings
+from engine.values import utc
 from tests.harness import load_tenant, running_engine, wait_until
 
 INSERT = """

@@ -8,11 +8,11 @@ import asyncio
 import aio_pika
 import pytest
 
-from engine.bus import Topology
+from engine.admin.commands import dead_letters
+from engine.bus.topology import Topology
 from engine.fake_platforms import Recorder
 from engine.settings import Settings
 from tests.harness import load_tenant, queued_inbound, running_engine, telegram_update, wait_until
-from workers.admin import dead_letters
 
 
 async def _dead_count(settings: Settings) -> int:

@@ -17,14 +17,22 @@ import pytest
 import yaml
 from aiohttp import web
 
-from engine.brain import Brain
-from engine.bundle import BRAIN_SECTIONS, bot_id, channel_id, expand_env, load_bundle, parse_bundle, tenant_id
+from engine.admin.sections import DefinitionError, save_definitions
+from engine.admin.tenant_file import (
+    BRAIN_SECTIONS,
+    bot_id,
+    channel_id,
+    expand_env,
+    load_bundle,
+    parse_bundle,
+    tenant_id,
+)
+from engine.brain.catalog import Brain
+from engine.brain.tools.runner import CallContext, Toolbox
 from engine.crypto import Vault
-from engine.definitions import DefinitionError, save_definitions
 from engine.models import ChannelType, Contact, Conversation, InboundEvent, MessageType, stable_id
 from engine.settings import Settings
 from engine.store import knowledge
-from engine.tools.runner import CallContext, Toolbox
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "tenant.yaml"  # its brain sections
 TENANT = """

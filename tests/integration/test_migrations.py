@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from engine.store.migrations import migrate, migration_files
 from tests.conftest import _db_url, _drop
-from workers.migrate import migrate, migration_files
 
 EXPECTED_TABLES = {
     "organizations", "bots", "bot_configuration", "channels", "channel_contacts", "conversations",
@@ -52,7 +52,7 @@ async def test_from_empty_then_again_is_a_no_op(fresh_url: str) -> None:
 def test_two_concurrent_migrate_commands(fresh_url: str) -> None:
     env = {"ENGINE_DATABASE_URL": fresh_url, "PATH": "/usr/bin:/bin"}
     procs = [
-        subprocess.Popen([sys.executable, "-m", "engine.cli", "migrate"], env=env, stdout=subprocess.PIPE)
+        subprocess.Popen([sys.executable, "-m", "workers.cli", "migrate"], env=env, stdout=subprocess.PIPE)
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=60)[0].decode() for p in procs]

@@ -6,7 +6,7 @@ import asyncio
 
 from engine.settings import Settings
 from tests.harness import wait_until
-from workers.worker import Worker
+from workers.worker import WorkerProcess as Worker
 
 
 async def test_two_workers_split_the_shards_and_one_takes_all_when_the_other_stops(settings: Settings) -> None:
@@ -18,7 +18,7 @@ async def test_two_workers_split_the_shards_and_one_takes_all_when_the_other_sto
     try:
 
         def owned(w: Worker) -> set[int]:
-            subs = getattr(w, "subs", None)
+            subs = w.consumer
             return set(subs.consumers) if subs else set()
 
         async def split() -> bool:

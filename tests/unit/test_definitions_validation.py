@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 import yaml
 
-from engine.bundle import BRAIN_SECTIONS, expand_env
-from engine.definitions import DefinitionError, check_references, parse_section
+from engine.admin.sections import DefinitionError, check_references, parse_section
+from engine.admin.tenant_file import BRAIN_SECTIONS, expand_env
 
 BOTS = {"shop": "bot-1"}
 CHANNELS = {"wa": "ch-1"}

@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-from engine.flows.expressions import ExpressionError, evaluate, names, parse
-from engine.flows.templates import lookup, render, render_value
+from engine.brain.flows.expressions import ExpressionError, evaluate, names, parse
+from engine.brain.flows.templates import lookup, render, render_value
 
 SCOPE: dict[str, Any] = {
     "age": 30,

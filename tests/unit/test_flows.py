@@ -5,10 +5,10 @@ from typing import Any
 
 import pytest
 
-from engine.flows import interpreter
-from engine.flows.definitions import FlowDef
-from engine.flows.faq import FaqIndex
-from engine.flows.interpreter import Flow, Turn
+from engine.brain.flows import interpreter
+from engine.brain.flows.faq import FaqIndex
+from engine.brain.flows.flow_models import FlowDef
+from engine.brain.flows.interpreter import Flow, Turn
 from engine.models import ChannelType, Contact, Conversation, InboundEvent, MessageType, Outcome, ToolRun
 
 BOT = "bot-1"
@@ -237,7 +237,7 @@ async def test_kb_search_node_replies_with_the_best_hit(kind: str) -> None:
 
 
 def test_template_fallback_text_renders_for_a_missing_or_empty_value() -> None:
-    from engine.flows.templates import names, render
+    from engine.brain.flows.templates import names, render
 
     values = {("contact", "name"): None, ("order",): "12345", ("empty",): ""}
     resolve = values.get

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from engine.models import ChannelType, OutboundMessage, SendError
-from engine.ratelimit import DEFAULT_LIMITS, ChannelLimits, Limit, RateLimiter, limits_for
+from engine.outbound.ratelimit import DEFAULT_LIMITS, ChannelLimits, Limit, RateLimiter, limits_for
 from engine.settings import Settings
 
 

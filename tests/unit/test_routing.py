@@ -9,14 +9,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from engine.routing import compiled as c
-from engine.routing.compiler import Names
-from engine.routing.definitions import Rule
-from engine.routing.evaluator import evaluate
-from engine.routing.matcher import compile_rules, sort_rules
-from engine.routing.message import Message
-from engine.routing.regex_words import required_words
-from engine.routing.text import WORD, fold, regex_fold
+from engine.brain.routing import compiled as c
+from engine.brain.routing.compiler import Names
+from engine.brain.routing.evaluator import evaluate
+from engine.brain.routing.matcher import compile_rules, sort_rules
+from engine.brain.routing.message import Message
+from engine.brain.routing.regex_words import required_words
+from engine.brain.routing.rule_models import Rule
+from engine.brain.routing.text import WORD, fold, regex_fold
 
 NAMES = Names(timezone="Europe/Madrid", bots={"shop": "bot-1"}, channels={"wa-main": "ch-wa"})
 # Wednesday 2026-01-14 10:30 in Madrid (09:30 UTC)

@@ -8,13 +8,13 @@ import re
 
 import pytest
 
-from engine import envelope
-from engine.bundle import BundleError, parse_bundle
-from engine.bus import Topology
+from engine.admin.tenant_file import BundleError, parse_bundle
+from engine.bus import envelope
+from engine.bus.lanes import Lanes
+from engine.bus.shards import assign
+from engine.bus.topology import Topology
 from engine.crypto import CredentialError, Vault, generate_key
-from engine.lanes import Lanes
 from engine.models import Button, ChannelType, ConversationCommand, InboundEvent, MessageType, OutboundMessage
-from engine.shards import assign
 
 
 async def test_lanes_keep_order_per_key_and_run_keys_concurrently() -> None:
@@ -120,7 +120,7 @@ def test_vault_encrypts_and_rotates() -> None:
 
 def test_state_entry_restores_a_snapshot_after_a_failed_attempt() -> None:
     from engine.models import Contact, Conversation
-    from engine.state import Entry
+    from engine.worker.conversations import Entry
 
     entry = Entry(
         Conversation("c", "t", "ch", "k", "key", variables={"a": 1}, tags=["x"]), Contact("k", "t", "ch", "u"), 0

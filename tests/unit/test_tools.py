@@ -9,9 +9,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from engine.tools.definitions import HttpTool, HttpToolDef
-from engine.tools.http import call_http, retry_after
-from engine.tools.runner import CallContext, Toolbox
+from engine.brain.tools.http import call_http, retry_after
+from engine.brain.tools.runner import CallContext, Toolbox
+from engine.brain.tools.tool_models import HttpTool, HttpToolDef
 
 
 class Api:

@@ -1,0 +1,1 @@
+"""Operator-side configuration and commands: tenant files, definition sections, CLI tasks."""

@@ -1,0 +1,1 @@
+"""What the bot does with a message: compiled tenants (catalog), one turn (route -> actions -> flow), routing, flows, tools."""

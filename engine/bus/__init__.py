@@ -1,0 +1,1 @@
+"""RabbitMQ: topology as data, envelopes, connections, shard membership, lanes, and the one consumer."""

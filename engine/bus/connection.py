@@ -1,0 +1,44 @@
+"""Connections, channels and message bodies on the bus: what every process needs to talk to it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
+
+from engine.bus import envelope
+
+
+async def connect(url: str, name: str) -> AbstractRobustConnection:
+    """A robust connection: it reconnects by itself and re-declares what its channels declared."""
+    return await aio_pika.connect_robust(url, client_properties={"connection_name": name})
+
+
+async def open_channel(connection: AbstractRobustConnection, prefetch: int = 0) -> AbstractRobustChannel:
+    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    if prefetch:
+        await channel.set_qos(prefetch_count=prefetch)
+    return channel
+
+
+def make_message(item: envelope.Item, *, message_id: str, correlation_id: str) -> aio_pika.Message:
+    return aio_pika.Message(
+        envelope.encode(item),
+        content_type=envelope.CONTENT_TYPE,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message_id,
+        correlation_id=correlation_id,
+    )
+
+
+def copy_of(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+    """A persistent copy of a received message with other headers: to retry, set aside or replay it."""
+    return aio_pika.Message(
+        message.body,
+        content_type=message.content_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        headers=headers,
+    )

@@ -1,0 +1,144 @@
+"""The receiver: aiohttp app with /webhooks/{channel_type}/{channel_id}, /healthz, /readyz, /metrics.
+
+Per request: look the channel up, read the raw body once, verify the signature on those bytes, parse,
+publish every event with broker confirms, and only then answer 200. It never runs a flow inline.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from engine import channels, metrics
+from engine.bus.topology import Topology
+from engine.channels.base import MalformedBody, Unauthorized, WebhookRequest
+from engine.crypto import Vault
+from engine.ingress.publisher import BrokerUnavailable, Publisher
+from engine.models import ChannelType, InboundEvent
+from engine.settings import Settings
+from engine.store.channels import ChannelDirectory
+from engine.store.pool import create_pool
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+DIRECTORY = web.AppKey("directory", ChannelDirectory)
+PUBLISHER = web.AppKey("publisher", Publisher)
+POOL = web.AppKey("pool", asyncpg.Pool)
+
+
+def _outcome(request: web.Request, channel_type: str, outcome: str, status: int, reason: str) -> web.Response:
+    """Count and log a refused or dropped request; the log line carries no secret and no body."""
+    metrics.WEBHOOKS.labels(channel_type, outcome).inc()
+    log.warning(
+        "webhook %s: %s (%s)",
+        outcome,
+        reason,
+        request.path,
+        extra={"action": "webhook", "outcome": outcome, "status": status},
+    )
+    return web.json_response({"error": outcome, "detail": reason}, status=status)
+
+
+async def webhook(request: web.Request) -> web.StreamResponse:
+    type_name = request.match_info["channel_type"]
+    try:
+        channel_type = ChannelType(type_name)
+        impl = channels.get(channel_type)
+    except (ValueError, KeyError):
+        return _outcome(request, "unknown", "unknown_channel", 404, f"unknown channel type {type_name!r}")
+    channel = await request.app[DIRECTORY].get(request.match_info["channel_id"])
+    if channel is None or not channel.active or channel.type is not channel_type:
+        return _outcome(request, type_name, "unknown_channel", 404, "no active channel with that id")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SETTINGS].max_body_bytes
+        return _outcome(request, type_name, "too_large", 413, f"body over {limit} bytes")
+    raw = WebhookRequest(request.method, request.headers, request.query, body)
+
+    try:
+        if request.method == "GET":  # a subscription challenge (Meta); nothing else comes as GET
+            reply = impl.handshake(raw, channel)
+            if reply is None:
+                return _outcome(request, type_name, "bad_method", 405, "this channel has no GET handshake")
+        else:
+            impl.verify(raw, channel)
+            reply = impl.handshake(raw, channel)
+        if reply is not None:
+            metrics.WEBHOOKS.labels(type_name, "handshake").inc()
+            return web.Response(status=reply.status, text=reply.text, content_type=reply.content_type)
+        events = impl.parse(raw, channel)
+    except Unauthorized as exc:
+        return _outcome(request, type_name, "unauthorized", exc.status, str(exc))
+    except MalformedBody as exc:
+        return _outcome(request, type_name, "malformed", 400, str(exc))
+
+    if not events:
+        metrics.EVENTS_IGNORED.labels(type_name).inc()
+        metrics.WEBHOOKS.labels(type_name, "ignored").inc()
+        log.info("webhook ignored: no event the engine handles (%s)", request.path)
+        return web.Response(status=200, text="ok")
+    started = time.perf_counter()
+    try:
+        await request.app[PUBLISHER].publish(events)
+    except BrokerUnavailable as exc:
+        return _outcome(request, type_name, "unavailable", 503, str(exc))
+    metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+    metrics.EVENTS_PUBLISHED.inc(sum(isinstance(e, InboundEvent) for e in events))
+    metrics.WEBHOOKS.labels(type_name, "accepted").inc()
+    return web.Response(status=200, text="ok")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks = {"broker": request.app[PUBLISHER].ready, "database": False}
+    try:
+        await request.app[POOL].fetchval("SELECT 1")
+        checks["database"] = True
+    except Exception as exc:  # any failure means not ready; say which
+        log.warning("readiness: database check failed: %s", type(exc).__name__)
+    ok = all(checks.values())
+    return web.json_response({"ready": ok, **checks}, status=200 if ok else 503)
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    resp = web.Response(body=generate_latest())
+    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return resp
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_resources)
+    route = "/webhooks/{channel_type}/{channel_id}"
+    app.router.add_post(route, webhook)
+    app.router.add_get(route, webhook)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)
+    return app
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    """Open the pool and the broker link; close them in reverse order at shutdown."""
+    settings = app[SETTINGS]
+    pool = await create_pool(settings.database_url)
+    app[POOL] = pool
+    app[DIRECTORY] = ChannelDirectory(pool, Vault(settings.master_key), settings.channel_cache_ttl)
+    topology = Topology(settings.topology_prefix, settings.shards)
+    publisher = Publisher(settings.amqp_url, topology, "engine-receiver", settings.publish_timeout)
+    await publisher.start()
+    app[PUBLISHER] = publisher
+    yield
+    await publisher.close()
+    await pool.close()

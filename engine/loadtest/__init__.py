@@ -1,0 +1,1 @@
+"""Platform traffic for demos and load tests: signed webhooks as each platform sends them."""

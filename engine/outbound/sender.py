@@ -1,0 +1,136 @@
+"""The sender: deliver each reply from the outbound queues through its platform's API.
+
+Per chat, replies go out one after another in order (a lane per conversation); across chats and
+platforms sends run concurrently, so a slow or rate-limited platform holds up only its own chats.
+Each send: claim the channel_messages row (queued -> sending, once), wait for the rate limiter,
+call the platform with retries for what is retryable, record sent (with the platform id) or failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import aiohttp
+import asyncpg
+from aio_pika.abc import AbstractExchange
+
+from engine import channels, metrics
+from engine.bus import envelope
+from engine.bus.connection import make_message
+from engine.bus.consumer import Delivery, ShardConsumer
+from engine.bus.lanes import Lanes
+from engine.bus.topology import Topology
+from engine.models import OutboundMessage, SendError
+from engine.outbound.ratelimit import RateLimiter, limits_for
+from engine.outbound.retry import send_policy
+from engine.settings import Settings
+from engine.store import deliveries
+from engine.store.channels import ChannelDirectory
+from engine.values import utc
+
+log = logging.getLogger(__name__)
+
+
+class Sender:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        http: aiohttp.ClientSession,
+        directory: ChannelDirectory,
+        consumer: ShardConsumer,
+        outbound: AbstractExchange,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.http = http
+        self.directory = directory
+        self.consumer = consumer
+        self.outbound = outbound
+        self.topology = Topology(settings.topology_prefix, settings.shards)
+        self.limiter = RateLimiter()
+        self.lanes = Lanes()
+
+    async def release_shard(self, shard: int) -> None:
+        if not await self.consumer.wait_idle(shard, self.settings.shutdown_grace):
+            log.warning("shard %d handed over with sends in flight; their messages go back to the broker", shard)
+
+    def on_delivery(self, delivery: Delivery) -> None:
+        try:
+            item = envelope.decode(delivery.message.body)
+            if not isinstance(item, OutboundMessage):
+                raise envelope.EnvelopeError("not an outbound envelope")
+        except envelope.EnvelopeError as exc:
+            reason = str(exc)
+            tag = delivery.message.delivery_tag
+            self.lanes.submit(("dead", tag), lambda: self.consumer.dead_letter(delivery, reason, "decode"))
+            return
+        self.lanes.submit((item.channel_id, item.conversation_key), lambda: self._deliver(delivery, item))
+
+    async def _deliver(self, delivery: Delivery, reply: OutboundMessage) -> None:
+        try:
+            await self._send(reply)
+        except Exception:  # the database is unreachable, or a bug: hand the message back
+            log.exception("delivering %s failed; requeueing", reply.id)
+            await asyncio.sleep(1.0)
+            await self.consumer.requeue(delivery)
+            return
+        await self.consumer.ack(delivery)
+
+    async def _send(self, reply: OutboundMessage) -> None:
+        """Claim, rate-limit, send with retries, record. Returns once the outcome is recorded (or the
+        reply was claimed before: sent already, or being sent by a previous copy)."""
+        created = utc(reply.created_at)
+        if not await deliveries.claim(self.pool, reply.id, created):
+            metrics.SENDS.labels(reply.channel_type.value, "duplicate").inc()
+            return
+        channel = await self.directory.get(reply.channel_id)
+        if channel is None or not channel.active:
+            await deliveries.mark_failed(self.pool, reply.id, created, "channel", "channel missing or inactive")
+            return
+        impl = channels.get(reply.channel_type)
+        base_url = self.settings.api_base(reply.channel_type)
+        chat = RateLimiter.chat_of(reply)
+        limits = limits_for(reply.channel_type, self.settings)
+        outcome = "sent"
+        try:
+            async for attempt in send_policy(self.settings.send_attempts):
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        await deliveries.touch(self.pool, reply.id, created)  # still ours: not stale
+                    if reply.kind == "message":  # acknowledging a button press is not a chat message
+                        await self.limiter.acquire_send(reply.channel_id, chat, limits)
+                    started = time.perf_counter()
+                    try:
+                        result = await impl.send(self.http, base_url, channel, reply)
+                    except SendError as exc:
+                        self.limiter.block_after(reply.channel_id, chat, exc)
+                        raise
+                    finally:
+                        metrics.SEND_SECONDS.labels(reply.channel_type.value).observe(time.perf_counter() - started)
+            await deliveries.mark_sent(self.pool, reply.id, created, result.platform_message_id)
+        except SendError as exc:
+            outcome = "failed"
+            log.warning("send %s failed for good: code=%s %s", reply.id, exc.code, exc)
+            await deliveries.mark_failed(self.pool, reply.id, created, exc.code, str(exc))
+        metrics.SENDS.labels(reply.channel_type.value, outcome).inc()
+
+    async def sweep_loop(self) -> None:
+        """Re-publish replies whose broker message was lost; claims make a resend harmless."""
+        interval = max(self.settings.requeue_stale_after / 4, 1.0)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                bodies = await deliveries.sweep_stale(self.pool, self.settings.requeue_stale_after)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("sweep skipped: database unavailable (%s)", type(exc).__name__)
+                continue
+            for body in bodies:
+                reply = envelope.decode(envelope.encode_raw("outbound", body))
+                assert isinstance(reply, OutboundMessage)
+                msg = make_message(reply, message_id=reply.id, correlation_id=reply.conversation_id)
+                await self.outbound.publish(msg, routing_key=self.topology.outbound_key(reply))
+            if bodies:
+                log.warning("re-published %d stale replies", len(bodies))

@@ -1,0 +1,1 @@
+"""The inbound pipeline (decode -> lane -> brain -> stage) and the batch (commit -> publish -> ack)."""

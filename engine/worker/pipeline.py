@@ -1,0 +1,109 @@
+"""The worker's inbound pipeline: one delivery from a shard queue to rows staged in the open batch.
+
+    on_delivery -> decode -> lane(conversation) -> dedupe -> brain.respond -> stage -> flusher.add
+
+Per conversation, messages run strictly in arrival order (a lane each); across conversations they run
+concurrently. Redeliveries are recognised here (the conversation's recent event ids) and at commit
+time (the inbound_events ledger), and produce no second row or reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from engine import metrics
+from engine.brain.catalog import Brain
+from engine.bus import envelope
+from engine.bus.consumer import Delivery, ShardConsumer
+from engine.bus.lanes import Lanes
+from engine.models import ConversationCommand, InboundEvent, OutboundMessage, StatusEvent
+from engine.worker import staging
+from engine.worker.batch import Flusher
+from engine.worker.conversations import ConversationCache
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    def __init__(
+        self, brain: Brain, cache: ConversationCache, consumer: ShardConsumer, flusher: Flusher, grace: float
+    ) -> None:
+        self.brain = brain
+        self.grace = grace
+        self.cache = cache
+        self.consumer = consumer
+        self.flusher = flusher
+        self.lanes = Lanes()
+
+    def on_delivery(self, delivery: Delivery) -> None:
+        try:
+            item = envelope.decode(delivery.message.body)
+            if isinstance(item, OutboundMessage):
+                raise envelope.EnvelopeError("an outbound message on an inbound shard")
+        except envelope.EnvelopeError as exc:
+            reason = str(exc)
+            tag = delivery.message.delivery_tag
+            self.lanes.submit(("dead", tag), lambda: self.consumer.dead_letter(delivery, reason, "decode"))
+            return
+        if isinstance(item, StatusEvent):
+            self.flusher.batch.rows.statuses.append(item)
+            self.flusher.add(delivery)
+        elif isinstance(item, ConversationCommand):
+            self.lanes.submit((item.channel_id, item.conversation_key), lambda: self._command(delivery, item))
+        else:
+            self.lanes.submit((item.channel_id, item.conversation_key), lambda: self._handle(delivery, item))
+        metrics.LANES.set(len(self.lanes))
+
+    async def _command(self, delivery: Delivery, command: ConversationCommand) -> None:
+        """Apply an operator's command in the conversation's lane, after the messages before it."""
+        entry = await self.cache.get_existing(command.channel_id, command.conversation_key, delivery.shard)
+        if entry is None:
+            log.warning("%s for an unknown conversation %s: ignored", command.action, command.conversation_key)
+            self.flusher.add(delivery)
+            return
+        staging.stage_command(self.flusher.batch.rows, command, entry.conversation, entry.contact, time.time())
+        entry.pending += 1
+        self.flusher.add(delivery, entry)
+
+    async def _handle(self, delivery: Delivery, event: InboundEvent) -> None:
+        try:
+            entry = await self.cache.get(event, delivery.shard)
+        except Exception:  # the database is unreachable: hand the message back, in its place
+            log.exception("loading conversation state for %s failed; requeueing", event.idempotency_key)
+            await asyncio.sleep(1.0)
+            await self.consumer.requeue(delivery)
+            return
+        if entry.seen(event.event_id):
+            metrics.DUPLICATES.labels("cache").inc()
+            self.flusher.add(delivery)
+            return
+        conversation, contact = entry.conversation, entry.contact
+        if event.contact_name:
+            contact.name = event.contact_name
+        contact.attributes.update(event.contact_attributes)
+        saved = entry.snapshot()
+        try:
+            outcome = await self.brain.respond(event, conversation, contact)
+        except Exception as exc:  # a bug or a failing dependency in the brain: retry, then set aside
+            log.exception("handling event %s failed", event.idempotency_key)
+            entry.restore(saved)  # undo what the failed attempt changed
+            await self.consumer.retry(delivery, repr(exc))
+            return
+        for error in outcome.errors:
+            log.warning("conversation %s: %s", conversation.id, error)
+        batch = self.flusher.batch
+        staging.stage_message(batch.rows, event, outcome, conversation, contact, time.time())
+        conversation.is_new = False
+        entry.remember(event.event_id)
+        entry.pending += 1
+        batch.messages += 1
+        self.flusher.add(delivery, entry)
+
+    async def release_shard(self, shard: int) -> None:
+        """Before a shard moves away: flush and ack what we hold of it, then drop its state."""
+        self.flusher.full.set()  # flush now rather than at the interval
+        if not await self.consumer.wait_idle(shard, self.grace):
+            log.warning("shard %d handed over with messages in flight; they go back to the broker", shard)
+        self.cache.evict_shard(shard)

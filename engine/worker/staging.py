@@ -1,0 +1,103 @@
+"""What one handled message writes, as rows staged into the open flush: pure, no I/O, no await.
+
+Staging is synchronous so that every effect of a message lands in the same transaction; ids are
+stable (uuid5 of the platform's ids), so a redelivered message stages the very same rows and the
+flush's ON CONFLICT makes it converge.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.models import (
+    COMMAND_STATUS,
+    Contact,
+    Conversation,
+    ConversationCommand,
+    InboundEvent,
+    MessageType,
+    OutboundMessage,
+    Outcome,
+    stable_id,
+)
+from engine.store.messages import FlushRows, HistoryRow
+from engine.values import utc
+
+
+def stage_message(
+    rows: FlushRows, event: InboundEvent, outcome: Outcome, conversation: Conversation, contact: Contact, now: float
+) -> None:
+    """Stage the inbound row, the replies (history + outbox), the tool runs and the new state."""
+    key = (event.channel_id, event.event_id)
+    payload = _payload(event)
+    if outcome.errors:  # e.g. a flow stopped by the step bound: kept with the message that caused it
+        payload["errors"] = outcome.errors
+    rows.events[key] = conversation.id
+    rows.history.append((key, HistoryRow(
+        str(stable_id(event.channel_id, event.event_id, "in")), event.tenant_id, event.channel_id,
+        conversation.id, "inbound", event.contact_key, event.type.value, event.text, payload, event.event_id,
+        utc(now),
+    )))  # fmt: skip
+    replies = [
+        OutboundMessage(
+            id=str(stable_id(event.channel_id, event.event_id, "reply", i)),
+            created_at=now + (i + 1) * 1e-6,  # after the inbound row, in reply order
+            tenant_id=event.tenant_id,
+            channel_id=event.channel_id,
+            channel_type=event.channel_type,
+            conversation_id=conversation.id,
+            conversation_key=event.conversation_key,
+            text=reply.text,
+            buttons=reply.buttons,
+            reply_to=event.reply_to,
+        )
+        for i, reply in enumerate(outcome.replies)
+    ]
+    if event.type is MessageType.BUTTON and "callback_query_id" in event.reply_to:
+        replies.insert(0, _answer_callback(event, conversation.id, now))
+    for reply in replies:
+        history_id = None
+        if reply.kind == "message":
+            history_id = str(stable_id(reply.id, "history"))
+            rows.history.append((key, HistoryRow(
+                history_id, reply.tenant_id, reply.channel_id, conversation.id, "outbound", "bot", "text",
+                reply.text, {"buttons": [b.id for b in reply.buttons]}, None, utc(reply.created_at),
+            )))  # fmt: skip
+        rows.outbound.append((key, reply, history_id))
+    for tool_run in outcome.tool_runs:
+        rows.tool_runs.append((key, event.tenant_id, conversation.id, tool_run))
+    rows.stage_state(conversation, contact, utc(now))
+
+
+def stage_command(
+    rows: FlushRows, command: ConversationCommand, conversation: Conversation, contact: Contact, now: float
+) -> None:
+    """An operator's command (handback, close) changes the conversation's status."""
+    conversation.status = COMMAND_STATUS[command.action]
+    if command.action == "close":
+        conversation.flow_id = conversation.node_id = conversation.flow_version = None
+    rows.stage_state(conversation, contact, utc(now))
+
+
+def _payload(event: InboundEvent) -> dict[str, Any]:
+    payload: dict[str, Any] = {"raw": event.raw}
+    if event.payload is not None:
+        payload["payload"] = event.payload
+    if event.media is not None:
+        payload["media"] = event.media
+    return payload
+
+
+def _answer_callback(event: InboundEvent, conversation_id: str, now: float) -> OutboundMessage:
+    return OutboundMessage(
+        id=str(stable_id(event.channel_id, event.event_id, "answer_callback")),
+        created_at=now,
+        tenant_id=event.tenant_id,
+        channel_id=event.channel_id,
+        channel_type=event.channel_type,
+        conversation_id=conversation_id,
+        conversation_key=event.conversation_key,
+        text="",
+        reply_to=event.reply_to,
+        kind="answer_callback",
+    )
