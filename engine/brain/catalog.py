@@ -4,9 +4,9 @@ respond() mutates the conversation and contact in place and returns an Outcome (
 errors); it never writes the conversation's state itself (the worker stages everything into its
 batched flush) and awaits only its own tool calls, so it never blocks other conversations.
 
-Definitions are loaded once at start() and compiled per tenant (engine.brain.compiled). A LISTEN on
-'engine_definitions' (NOTIFY triggers in sql/0002_brain.sql) rebuilds just the changed tenant, a
-few tens of milliseconds later, and swaps it in whole; no query runs per message, except to fetch an
+Definitions are loaded once at start() and compiled per tenant (engine.brain.compiled_tenant). A
+LISTEN on 'engine_definitions' (NOTIFY triggers in sql/0002_brain.sql) rebuilds just the changed tenant,
+a few tens of milliseconds later, and swaps it in whole; no query runs per message, except to fetch an
 old flow version a conversation still runs (once, then cached) and the kb_search/memory tools.
 """
 
@@ -20,7 +20,7 @@ import time
 import aiohttp
 import asyncpg
 
-from engine.brain.compiled import TenantState, build_tenants, flow_from_row
+from engine.brain.compiled_tenant import TenantState, build_tenants, flow_from_row
 from engine.brain.flows.interpreter import Flow
 from engine.brain.turn import run_turn
 from engine.crypto import CredentialError, Vault

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from engine.brain.compiled import TenantState
+from engine.brain.compiled_tenant import TenantState
 from engine.brain.flows import interpreter
 from engine.brain.flows.faq import FaqIndex
 from engine.brain.flows.interpreter import Flow, Turn

@@ -99,15 +99,15 @@ class ShardConsumer:
         if self.in_flight[shard] == 0:
             self._idle[shard].set()
 
-    async def _settle(self, delivery: Delivery, action: Awaitable[None]) -> None:
+    async def _settle(self, delivery: Delivery, action: Callable[[], Awaitable[None]]) -> None:
         self._settled(delivery)
         try:
-            await action
+            await action()
         except CHANNEL_GONE as exc:  # the broker requeued it with its dead channel: it comes back
             log.warning("settling message %s failed (%s); the broker redelivers it", delivery.message.message_id, exc)
 
     async def ack(self, delivery: Delivery) -> None:
-        await self._settle(delivery, delivery.message.ack())
+        await self._settle(delivery, delivery.message.ack)
 
     async def ack_many(self, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
@@ -115,7 +115,7 @@ class ShardConsumer:
 
     async def requeue(self, delivery: Delivery) -> None:
         """Hand the message back untouched: nothing it caused was done (e.g. the database is away)."""
-        await self._settle(delivery, delivery.message.nack(requeue=True))
+        await self._settle(delivery, lambda: delivery.message.nack(requeue=True))
 
     async def retry(self, delivery: Delivery, reason: str) -> None:
         """Handling raised: try again later through the shard's retry queue, or set it aside once

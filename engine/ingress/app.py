@@ -22,7 +22,7 @@ from engine.ingress.publisher import BrokerUnavailable, Publisher
 from engine.models import ChannelType, InboundEvent
 from engine.settings import Settings
 from engine.store.channels import ChannelDirectory
-from engine.store.pool import create_pool
+from engine.store.pool import create_pool, ping
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     checks = {"broker": request.app[PUBLISHER].ready, "database": False}
     try:
-        await request.app[POOL].fetchval("SELECT 1")
+        await ping(request.app[POOL])
         checks["database"] = True
     except Exception as exc:  # any failure means not ready; say which
         log.warning("readiness: database check failed: %s", type(exc).__name__)

@@ -6,9 +6,7 @@ ranks with ts_rank_cd over the GIN-indexed generated tsvector (sql/0002_brain.sq
 
 from __future__ import annotations
 
-from typing import TypeAlias
-
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 

@@ -19,3 +19,8 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
     )
     assert pool is not None
     return pool
+
+
+async def ping(pool: asyncpg.Pool) -> None:
+    """Raise unless the database answers (readiness checks)."""
+    await pool.fetchval("SELECT 1")
