@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
@@ -21,7 +22,7 @@ from engine.settings import Settings
 from tests.harness import wait_until
 from tests.proxy import TcpProxy
 
-Handler = Callable[[ShardConsumer, Delivery], Awaitable[None]]
+Handler = Callable[[ShardConsumer, Delivery], Coroutine[Any, Any, None]]
 
 
 @contextlib.asynccontextmanager
@@ -37,7 +38,7 @@ async def consuming(
     tasks: set[asyncio.Task[None]] = set()
 
     def on_delivery(delivery: Delivery) -> None:
-        task = asyncio.create_task(handler(consumer, delivery))
+        task: asyncio.Task[None] = asyncio.create_task(handler(consumer, delivery))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
