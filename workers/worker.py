@@ -65,6 +65,7 @@ class WorkerProcess:
         if not await pipeline.lanes.drain(s.shutdown_grace):
             log.warning("grace period over: unfinished messages go back to the broker")
             await pipeline.lanes.cancel()
+        flusher.stopping = True  # the final flush does not wait out a database outage
         async with flusher.lock:  # never cancel the flusher in the middle of a flush
             flusher_task.cancel()
         await asyncio.gather(membership_task, flusher_task, return_exceptions=True)

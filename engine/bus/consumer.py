@@ -40,7 +40,7 @@ REASON_HEADER = "x-reason"
 ORIGIN_HEADER = "x-queue"
 MAX_ATTEMPTS = 3  # a message whose handling raises is tried this many times, then dead-lettered
 # What a settlement on a channel that died raises; the broker has requeued the message already.
-CHANNEL_GONE = (AMQPError, ChannelInvalidStateError, ConnectionError, RuntimeError)
+CHANNEL_GONE = (AMQPError, ChannelInvalidStateError, OSError, RuntimeError)
 
 
 @dataclass(slots=True, eq=False)
@@ -192,9 +192,14 @@ class ShardConsumer:
         wanted = assign(self.queues.count, members, self.membership.me)
         for shard in sorted(self.consumers.keys() - wanted):
             await self.release(shard)
-        if missing := wanted - self.consumers.keys():
-            for shard in sorted(await self.membership.claim(missing)):
-                await self._consume(shard)
+        # Claiming renews the rows we hold and takes the free ones. A row we consume but no longer
+        # hold was taken while we could not heartbeat (a long database outage): let it go.
+        held = await self.membership.claim(wanted) if wanted else set()
+        for shard in sorted(self.consumers.keys() - held):
+            log.warning("%s lost shard %d while away; releasing it", self.membership.me, shard)
+            await self.release(shard, owned=False)
+        for shard in sorted(held - self.consumers.keys()):
+            await self._consume(shard)
 
     async def _consume(self, shard: int) -> None:
         spec = self.queues.queues[shard]
@@ -209,11 +214,14 @@ class ShardConsumer:
         self.consumers[shard] = (queue, await queue.consume(deliver))
         log.info("%s consuming %s", self.membership.me, spec.name)
 
-    async def release(self, shard: int) -> None:
+    async def release(self, shard: int, *, owned: bool = True) -> None:
         """Stop consuming a shard, let the owner finish and ack what it holds of it, then give it up."""
         queue, tag = self.consumers.pop(shard)
-        await queue.cancel(tag)
+        with contextlib.suppress(*CHANNEL_GONE):  # a dead channel delivers nothing more anyway
+            await queue.cancel(tag)
         await self.on_release(shard)
+        if not owned:
+            return
         self.unowned.add(shard)
         await self.membership.disown(shard)
         self.unowned.discard(shard)

@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractExchange
 from engine import channels, metrics
 from engine.bus import envelope
 from engine.bus.connection import make_message
-from engine.bus.consumer import Delivery, ShardConsumer
+from engine.bus.consumer import CHANNEL_GONE, Delivery, ShardConsumer
 from engine.bus.lanes import Lanes
 from engine.bus.topology import Topology
 from engine.models import OutboundMessage, SendError
@@ -131,6 +131,11 @@ class Sender:
                 reply = envelope.decode(envelope.encode_raw("outbound", body))
                 assert isinstance(reply, OutboundMessage)
                 msg = make_message(reply, message_id=reply.id, correlation_id=reply.conversation_id)
-                await self.outbound.publish(msg, routing_key=self.topology.outbound_key(reply))
+                try:
+                    async with asyncio.timeout(self.settings.publish_timeout):
+                        await self.outbound.publish(msg, routing_key=self.topology.outbound_key(reply))
+                except CHANNEL_GONE as exc:  # the broker is away: the rows stay queued for the next sweep
+                    log.warning("sweep stopped: broker unavailable (%s)", type(exc).__name__)
+                    break
             if bodies:
                 log.warning("re-published %d stale replies", len(bodies))

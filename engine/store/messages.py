@@ -127,31 +127,44 @@ class HistoryRow:
 
 @dataclass(slots=True)
 class FlushRows:
-    """Every row one flush writes, each tagged with the inbound event that caused it, so that if the
-    ledger turns out to hold the event already (a late duplicate) its rows are left out.
+    """Every row one flush writes, each tagged with the key of the delivery that caused it (an inbound
+    event's (channel_id, event_id), or another unique key for statuses and commands): a late
+    duplicate found in the ledger has its rows left out, and a batch the database refuses can be
+    split down to the deliveries whose rows it refuses (subset()).
 
     State is snapshotted when staged: later messages of the same conversation mutate the live
     objects, but each staged row must hold the state as it was after its own message."""
 
     events: dict[EventKey, str] = field(default_factory=dict)  # event -> conversation id
-    contacts: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-    conversations: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    states: list[tuple[EventKey, tuple[Any, ...], tuple[Any, ...]]] = field(default_factory=list)  # contact, conv
     history: list[tuple[EventKey, HistoryRow]] = field(default_factory=list)
     outbound: list[tuple[EventKey, OutboundMessage, str | None]] = field(default_factory=list)  # + history id
     tool_runs: list[tuple[EventKey, str, str, ToolRun]] = field(default_factory=list)  # tenant, conversation
-    statuses: list[StatusEvent] = field(default_factory=list)
+    statuses: list[tuple[EventKey, StatusEvent]] = field(default_factory=list)
 
-    def stage_state(self, conversation: Conversation, contact: Contact, at: datetime) -> None:
-        self.contacts[contact.id] = (
+    def stage_state(self, key: EventKey, conversation: Conversation, contact: Contact, at: datetime) -> None:
+        contact_row = (
             contact.id, contact.tenant_id, contact.channel_id, contact.key, contact.name,
             json_text(contact.attributes), at,
         )  # fmt: skip
-        self.conversations[conversation.id] = (
+        conversation_row = (
             conversation.id, conversation.tenant_id, conversation.channel_id, conversation.contact_id,
             conversation.key, conversation.bot_id, conversation.status, conversation.flow_id,
             conversation.flow_version, conversation.node_id, json_text(conversation.variables),
             json_text(conversation.tags), at,
         )  # fmt: skip
+        self.states.append((key, contact_row, conversation_row))
+
+    def subset(self, keys: set[EventKey]) -> FlushRows:
+        """The rows of these deliveries only (each conversation's state: its last snapshot among them)."""
+        return FlushRows(
+            {k: v for k, v in self.events.items() if k in keys},
+            [s for s in self.states if s[0] in keys],
+            [h for h in self.history if h[0] in keys],
+            [o for o in self.outbound if o[0] in keys],
+            [r for r in self.tool_runs if r[0] in keys],
+            [s for s in self.statuses if s[0] in keys],
+        )
 
 
 def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
@@ -169,10 +182,11 @@ async def flush(conn: asyncpg.Connection, batch: FlushRows) -> set[EventKey]:
             INSERT_EVENTS, [k[0] for k in keys], [k[1] for k in keys], list(batch.events.values())
         )
         duplicates = set(keys) - {(r["channel_id"], r["event_id"]) for r in inserted}
-    if batch.contacts:
-        await conn.execute(UPSERT_CONTACTS, *_columns(list(batch.contacts.values()), 7))
-    if batch.conversations:
-        await conn.execute(UPSERT_CONVERSATIONS, *_columns(list(batch.conversations.values()), 13))
+    if batch.states:  # the last snapshot of each contact and conversation
+        contacts = {row[0]: row for _, row, _ in batch.states}
+        conversations = {row[0]: row for _, _, row in batch.states}
+        await conn.execute(UPSERT_CONTACTS, *_columns(list(contacts.values()), 7))
+        await conn.execute(UPSERT_CONVERSATIONS, *_columns(list(conversations.values()), 13))
     history = [
         (h.id, h.tenant_id, h.channel_id, h.conversation_id, h.direction, h.sender, h.message_type, h.text,
          json_text(h.payload), h.external_id, h.created_at)
@@ -198,7 +212,7 @@ async def flush(conn: asyncpg.Connection, batch: FlushRows) -> set[EventKey]:
     if tool_runs:
         await conn.execute(INSERT_TOOL_RUNS, *_columns(tool_runs, 13))
     if batch.statuses:
-        await apply_statuses(conn, batch.statuses)
+        await apply_statuses(conn, [s for _, s in batch.statuses])
     return duplicates
 
 

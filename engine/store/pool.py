@@ -7,6 +7,21 @@ import orjson
 
 from engine.values import json_text
 
+# What a database restart, a failover or an overload looks like: retry the same work later. Anything
+# else the database raises is about the data itself, and retrying it would fail the same way.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, timed out
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,  # e.g. the connection was closed under us
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections
+    asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, TRANSIENT_ERRORS)
+
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for name in ("jsonb", "json"):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 from aio_pika.abc import AbstractExchange
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
 
 from engine import metrics
 from engine.bus.connection import make_message
@@ -26,18 +26,22 @@ from engine.bus.consumer import Delivery, ShardConsumer
 from engine.bus.topology import Topology
 from engine.models import OutboundMessage
 from engine.store import messages as store
+from engine.store.pool import is_transient
 from engine.worker.conversations import ConversationCache, Entry
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_DB_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+# What the database (or encoding a value for it) says about the rows themselves: split the batch to
+# find whose. Anything else is a bug that a restart may fix: the flusher dies, the process exits.
+REFUSALS = (asyncpg.PostgresError, ValueError, OverflowError)
 
 
 @dataclass(slots=True)
 class Batch:
     started: float = field(default_factory=time.monotonic)  # when the batch was opened
     rows: store.FlushRows = field(default_factory=store.FlushRows)
-    deliveries: list[tuple[Delivery, Entry | None]] = field(default_factory=list)  # to ack after commit
+    # to settle after the commit, each with the key its rows are tagged with (None: it has no rows)
+    deliveries: list[tuple[Delivery, Entry | None, store.EventKey | None]] = field(default_factory=list)
     messages: int = 0  # inbound messages whose effects are staged here
 
     def __len__(self) -> int:
@@ -46,7 +50,12 @@ class Batch:
 
 class Flusher:
     """Owns the open batch. Flushes are serialised, so batches commit in the order they were staged
-    (and each conversation's rows in order)."""
+    (and each conversation's rows in order).
+
+    A database that is away (restart, failover) is waited out: the batch is retried, its messages stay
+    unacked, and with the prefetch full the broker sends no more. A batch the database refuses for
+    what it holds is split until the refused deliveries are found; they are dead-lettered with the
+    database's reason, the rest commits, and the worker goes on."""
 
     def __init__(
         self,
@@ -70,10 +79,11 @@ class Flusher:
         self.ready = asyncio.Event()  # the open batch has items
         self.full = asyncio.Event()  # ... and reached batch_size (or someone wants it flushed now)
         self.lock = asyncio.Lock()
+        self.stopping = False  # at shutdown, a database outage is not waited out
 
-    def add(self, delivery: Delivery, entry: Entry | None = None) -> None:
-        """Ack this delivery with the open batch (its rows, if any, are staged in batch.rows)."""
-        self.batch.deliveries.append((delivery, entry))
+    def add(self, delivery: Delivery, entry: Entry | None = None, key: store.EventKey | None = None) -> None:
+        """Settle this delivery with the open batch; `key` tags its staged rows, if it has any."""
+        self.batch.deliveries.append((delivery, entry, key))
         self.ready.set()
         if len(self.batch) >= self.batch_size:
             self.full.set()
@@ -91,7 +101,7 @@ class Flusher:
             await self.flush()
 
     async def flush(self) -> None:
-        """Commit the open batch, publish its replies, ack its messages."""
+        """Commit the open batch, publish its replies, settle its messages."""
         async with self.lock:
             batch, self.batch = self.batch, Batch()
             self.ready.clear()
@@ -99,29 +109,54 @@ class Flusher:
             if not len(batch):
                 return
             started = time.perf_counter()
-            duplicates = await self._commit(batch.rows)
+            refused: dict[store.EventKey, str] = {}
+            duplicates = await self._commit_or_split(batch.rows, refused)
             if duplicates:
                 metrics.DUPLICATES.labels("ledger").inc(len(duplicates))
-                for key in duplicates:
-                    self.cache.evict(batch.rows.events[key])  # its in-memory state took a duplicate
-            await self._publish([m for key, m, _ in batch.rows.outbound if key not in duplicates])
-            for delivery, entry in batch.deliveries:
-                await self.consumer.ack(delivery)
+                for duplicate in duplicates:
+                    self.cache.evict(batch.rows.events[duplicate])  # its in-memory state took a duplicate
+            skip = duplicates | refused.keys()
+            await self._publish([m for key, m, _ in batch.rows.outbound if key not in skip])
+            for delivery, entry, key in batch.deliveries:
+                if key in refused:
+                    await self.consumer.dead_letter(delivery, refused[key], "database")
+                else:
+                    await self.consumer.ack(delivery)
                 if entry is not None:
                     entry.pending -= 1
+                    if key in refused:  # its state holds what the database refused: reload it
+                        self.cache.evict(entry.conversation.id)
             self.cache.trim()
             metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
             metrics.FLUSH_SIZE.observe(batch.messages)
-            metrics.MESSAGES_PROCESSED.inc(batch.messages - len(duplicates))
+            metrics.MESSAGES_PROCESSED.inc(batch.messages - len(duplicates) - len(refused))
+
+    async def _commit_or_split(self, rows: store.FlushRows, refused: dict[store.EventKey, str]) -> set[store.EventKey]:
+        """Commit the rows; if the database refuses them, commit each half (in order) and recurse until
+        every refused delivery is in `refused` with the reason. Returns the ledger's duplicates."""
+        try:
+            return await self._commit(rows)
+        except REFUSALS as exc:
+            if is_transient(exc):
+                raise  # only while stopping: the broker redelivers what we could not commit
+            keys = _keys(rows)
+            if len(keys) <= 1:
+                reason = _reason(exc)
+                log.error("the database refused delivery %s: %s", keys, reason)
+                refused.update(dict.fromkeys(keys, reason))
+                return set()
+            log.warning("batch of %d refused (%s); splitting it", len(keys), type(exc).__name__)
+        half = len(keys) // 2
+        duplicates = await self._commit_or_split(rows.subset(set(keys[:half])), refused)
+        return duplicates | await self._commit_or_split(rows.subset(set(keys[half:])), refused)
 
     async def _commit(self, rows: store.FlushRows) -> set[store.EventKey]:
-        # Transient database errors are retried here, with the same batch: every write in it is
-        # idempotent. Past the attempts the error propagates, the flusher dies and the process
-        # exits; the broker redelivers everything unacked to whoever owns the shards next.
+        # Transient errors are retried with the same rows (every write is idempotent) for as long as
+        # the database is away, except at shutdown.
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(TRANSIENT_DB_ERRORS),
-            stop=stop_after_attempt(5),
-            wait=wait_exponential_jitter(multiplier=0.1, max=3),
+            retry=retry_if_exception(lambda exc: is_transient(exc) and not self.stopping),
+            wait=wait_exponential_jitter(multiplier=0.1, max=5),
+            before_sleep=_log_outage,
             reraise=True,
         ):
             with attempt:
@@ -143,3 +178,19 @@ class Flusher:
         results = await asyncio.gather(*publishes, return_exceptions=True)
         if failed := [r for r in results if isinstance(r, BaseException)]:
             log.error("%d replies not confirmed by the broker (%r); the sweeper will resend", len(failed), failed[0])
+
+
+def _keys(rows: store.FlushRows) -> list[store.EventKey]:
+    """The deliveries that have rows in the batch, in staging order."""
+    keys = [*rows.events, *(s[0] for s in rows.states), *(s[0] for s in rows.statuses)]
+    return list(dict.fromkeys(keys))
+
+
+def _reason(exc: BaseException) -> str:
+    sqlstate = getattr(exc, "sqlstate", None)
+    return f"database refused the rows: {type(exc).__name__}{f' [{sqlstate}]' if sqlstate else ''}: {exc}"[:500]
+
+
+def _log_outage(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    log.warning("flush: database unavailable (%s); attempt %d, retrying", type(error).__name__, state.attempt_number)

@@ -48,8 +48,9 @@ class Pipeline:
             self.lanes.submit(("dead", tag), lambda: self.consumer.dead_letter(delivery, reason, "decode"))
             return
         if isinstance(item, StatusEvent):
-            self.flusher.batch.rows.statuses.append(item)
-            self.flusher.add(delivery)
+            key = _delivery_key(delivery)
+            self.flusher.batch.rows.statuses.append((key, item))
+            self.flusher.add(delivery, key=key)
         elif isinstance(item, ConversationCommand):
             self.lanes.submit((item.channel_id, item.conversation_key), lambda: self._command(delivery, item))
         else:
@@ -63,9 +64,10 @@ class Pipeline:
             log.warning("%s for an unknown conversation %s: ignored", command.action, command.conversation_key)
             self.flusher.add(delivery)
             return
-        staging.stage_command(self.flusher.batch.rows, command, entry.conversation, entry.contact, time.time())
+        key = _delivery_key(delivery)
+        staging.stage_command(self.flusher.batch.rows, key, command, entry.conversation, entry.contact, time.time())
         entry.pending += 1
-        self.flusher.add(delivery, entry)
+        self.flusher.add(delivery, entry, key)
 
     async def _handle(self, delivery: Delivery, event: InboundEvent) -> None:
         try:
@@ -99,7 +101,7 @@ class Pipeline:
         entry.remember(event.event_id)
         entry.pending += 1
         batch.messages += 1
-        self.flusher.add(delivery, entry)
+        self.flusher.add(delivery, entry, (event.channel_id, event.event_id))
 
     async def release_shard(self, shard: int) -> None:
         """Before a shard moves away: flush and ack what we hold of it, then drop its state."""
@@ -107,3 +109,8 @@ class Pipeline:
         if not await self.consumer.wait_idle(shard, self.grace):
             log.warning("shard %d handed over with messages in flight; they go back to the broker", shard)
         self.cache.evict_shard(shard)
+
+
+def _delivery_key(delivery: Delivery) -> tuple[str, str]:
+    """A key for rows that belong to no inbound event (a receipt, a command): unique while batched."""
+    return ("delivery", str(id(delivery)))

@@ -20,7 +20,7 @@ from engine.models import (
     Outcome,
     stable_id,
 )
-from engine.store.messages import FlushRows, HistoryRow
+from engine.store.messages import EventKey, FlushRows, HistoryRow
 from engine.values import utc
 
 
@@ -66,17 +66,22 @@ def stage_message(
         rows.outbound.append((key, reply, history_id))
     for tool_run in outcome.tool_runs:
         rows.tool_runs.append((key, event.tenant_id, conversation.id, tool_run))
-    rows.stage_state(conversation, contact, utc(now))
+    rows.stage_state(key, conversation, contact, utc(now))
 
 
 def stage_command(
-    rows: FlushRows, command: ConversationCommand, conversation: Conversation, contact: Contact, now: float
+    rows: FlushRows,
+    key: EventKey,
+    command: ConversationCommand,
+    conversation: Conversation,
+    contact: Contact,
+    now: float,
 ) -> None:
     """An operator's command (handback, close) changes the conversation's status."""
     conversation.status = COMMAND_STATUS[command.action]
     if command.action == "close":
         conversation.flow_id = conversation.node_id = conversation.flow_version = None
-    rows.stage_state(conversation, contact, utc(now))
+    rows.stage_state(key, conversation, contact, utc(now))
 
 
 def _payload(event: InboundEvent) -> dict[str, Any]:

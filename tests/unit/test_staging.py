@@ -57,7 +57,7 @@ def test_a_message_stages_its_inbound_row_replies_in_order_tool_runs_and_state()
     assert replies[0].created_at < replies[1].created_at  # the sender keeps this order
     assert all(history_id for _, _, history_id in rows.outbound)
     assert [(k, run.id) for k, _, _, run in rows.tool_runs] == [(key, "run-1")]
-    assert set(rows.conversations) == {"conv-1"} and set(rows.contacts) == {"k1"}
+    assert [(key, contact[0], conv[0]) for key, contact, conv in rows.states] == [(key, "k1", "conv-1")]
 
 
 def test_staging_the_same_event_twice_gives_the_same_ids() -> None:
@@ -85,13 +85,26 @@ def test_state_is_snapshotted_when_staged() -> None:
     conversation.variables["step"] = 1
     stage_message(rows, _event(), Outcome(), conversation, contact, now=1.0)
     conversation.variables["step"] = 2  # a later message of the same conversation
-    assert '"step":1' in rows.conversations["conv-1"][10]
+    assert '"step":1' in rows.states[0][2][10]
 
 
 def test_close_command_clears_the_flow_and_stages_the_status() -> None:
     rows = FlushRows()
     conversation, contact = _state()
     conversation.flow_id, conversation.node_id, conversation.flow_version = "f", "n", 3
-    stage_command(rows, ConversationCommand("c1", "t1", "chat-7", "close", 1.0), conversation, contact, now=1.0)
-    staged = rows.conversations["conv-1"]
+    command = ConversationCommand("c1", "t1", "chat-7", "close", 1.0)
+    stage_command(rows, ("command", "1"), command, conversation, contact, now=1.0)
+    staged = rows.states[0][2]
     assert staged[6] == "closed" and staged[7] is None and staged[8] is None and staged[9] is None
+
+
+def test_a_subset_keeps_only_the_rows_of_its_deliveries_and_their_last_state() -> None:
+    rows = FlushRows()
+    conversation, contact = _state()
+    for i in (1, 2, 3):
+        conversation.variables["step"] = i
+        stage_message(rows, _event(event_id=str(i)), Outcome(replies=[Reply(f"r{i}")]), conversation, contact, 1.0)
+    part = rows.subset({("c1", "1"), ("c1", "3")})
+    assert list(part.events) == [("c1", "1"), ("c1", "3")]
+    assert [m.text for _, m, _ in part.outbound] == ["r1", "r3"]
+    assert [conv[10] for _, _, conv in part.states] == ['{"step":1}', '{"step":3}']

@@ -1,0 +1,79 @@
+"""Values the database refuses, already on a shard queue (the edge cleans what it receives, but a
+message published by an older receiver, or replayed, may still carry them): the batch holding them is
+split until they are found, they go to the dead letters with the database's reason, every other
+message of the batch commits and is answered, and the worker keeps running."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aio_pika
+import asyncpg
+
+from engine.admin.tenant_file import tenant_id
+from engine.bus.connection import make_message
+from engine.bus.consumer import REASON_HEADER
+from engine.bus.topology import Topology
+from engine.fake_platforms import Recorder
+from engine.models import ChannelType, DeliveryStatus, InboundEvent, MessageType, StatusEvent
+from engine.settings import Settings
+from tests.harness import count, load_tenant, running_engine, telegram_update, wait_until
+
+
+async def _publish_raw(settings: Settings, items: list[InboundEvent | StatusEvent]) -> None:
+    topology = Topology(settings.topology_prefix, settings.shards)
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(topology.inbound)
+        for item in items:
+            shard = topology.shard_of(item.tenant_id, item.channel_id, item.conversation_key)
+            message = make_message(item, message_id=f"poison-{item.conversation_key}", correlation_id="x")
+            await exchange.publish(message, routing_key=str(shard))
+
+
+async def _dead_reasons(settings: Settings) -> dict[str, str]:
+    topology = Topology(settings.topology_prefix, settings.shards)
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(topology.dead, passive=True)
+        found = {}
+        while (message := await queue.get(no_ack=False, fail=False)) is not None:
+            found[message.message_id or ""] = str((message.headers or {}).get(REASON_HEADER))
+        return found
+
+
+async def test_refused_values_are_dead_lettered_and_the_rest_of_the_batch_commits(
+    settings: Settings, pool: asyncpg.Pool, fake_platforms: tuple[str, Recorder]
+) -> None:
+    _, recorder = fake_platforms
+    channel = (await load_tenant(settings))["tg"]
+    tenant = tenant_id("acme")
+    nul_text = InboundEvent(
+        channel, tenant, ChannelType.TELEGRAM, "nul-1", "9001", "9001", MessageType.TEXT, 1.0, text="a\x00b"
+    )
+    far_future = StatusEvent(channel, tenant, "m-1", DeliveryStatus.DELIVERED, 1e20, "9002")
+    # Big batches, so that the poison shares a batch with good messages and must be split out.
+    settings = settings.model_copy(update={"flush_interval_ms": 300.0, "batch_size": 1000})
+    async with running_engine(settings) as engine:
+        posts = [engine.post_telegram(channel, telegram_update(i, 100 + i, f"good {i}")) for i in range(1, 21)]
+        results = await asyncio.gather(_publish_raw(settings, [nul_text, far_future]), *posts)
+        assert results[1:] == [200] * 20
+        async with asyncio.timeout(30):
+            await recorder.wait_for(20, platform="telegram", method="sendMessage")
+
+        async def both_dead() -> dict[str, str]:
+            found = await _dead_reasons(settings)
+            return found if len(found) == 2 else {}
+
+        reasons = await wait_until(both_dead, timeout=30)
+        # The worker is still running: a good message after the poison is answered too.
+        assert await engine.post_telegram(channel, telegram_update(99, 199, "after")) == 200
+        async with asyncio.timeout(30):
+            await recorder.wait_for(21, platform="telegram", method="sendMessage")
+
+    assert "CharacterNotInRepertoireError" in reasons["poison-9001"]
+    assert "database refused" in reasons["poison-9002"]
+    assert await count(pool, "SELECT count(*) FROM message_history WHERE direction = 'inbound'") == 21
+    assert await count(pool, "SELECT count(*) FROM inbound_events WHERE event_id = 'nul-1'") == 0
