@@ -84,11 +84,11 @@ class Running:
         ) as resp:
             return resp.status
 
-    def start_worker(self) -> None:
-        self._start(Worker(self.settings).run)
+    def start_worker(self, settings: Settings | None = None) -> None:
+        self._start(Worker(settings or self.settings).run)
 
-    def start_sender(self) -> None:
-        self._start(Sender(self.settings).run)
+    def start_sender(self, settings: Settings | None = None) -> None:
+        self._start(Sender(settings or self.settings).run)
 
     def _start(self, run: Any) -> None:
         stop = asyncio.Event()

@@ -28,6 +28,7 @@ from engine.outbound.retry import send_policy
 from engine.settings import Settings
 from engine.store import deliveries
 from engine.store.channels import ChannelDirectory
+from engine.store.pool import when_available
 from engine.values import utc
 
 log = logging.getLogger(__name__)
@@ -72,23 +73,27 @@ class Sender:
     async def _deliver(self, delivery: Delivery, reply: OutboundMessage) -> None:
         try:
             await self._send(reply)
-        except Exception:  # the database is unreachable, or a bug: hand the message back
-            log.exception("delivering %s failed; requeueing", reply.id)
-            await asyncio.sleep(1.0)
-            await self.consumer.requeue(delivery)
+        except Exception as exc:  # a bug: set it aside with the reason rather than loop on it
+            log.exception("delivering %s failed", reply.id)
+            await self.consumer.retry(delivery, repr(exc))
             return
         await self.consumer.ack(delivery)
 
     async def _send(self, reply: OutboundMessage) -> None:
         """Claim, rate-limit, send with retries, record. Returns once the outcome is recorded (or the
-        reply was claimed before: sent already, or being sent by a previous copy)."""
+        reply was claimed before: sent already, or being sent by a previous copy).
+
+        While the database is away each step waits for it in the chat's lane (when_available), so the
+        chat's later replies queue behind this one instead of overtaking it."""
         created = utc(reply.created_at)
-        if not await deliveries.claim(self.pool, reply.id, created):
+        if not await when_available(lambda: deliveries.claim(self.pool, reply.id, created)):
             metrics.SENDS.labels(reply.channel_type.value, "duplicate").inc()
             return
-        channel = await self.directory.get(reply.channel_id)
+        channel = await when_available(lambda: self.directory.get(reply.channel_id))
         if channel is None or not channel.active:
-            await deliveries.mark_failed(self.pool, reply.id, created, "channel", "channel missing or inactive")
+            await when_available(
+                lambda: deliveries.mark_failed(self.pool, reply.id, created, "channel", "channel missing or inactive")
+            )
             return
         impl = channels.get(reply.channel_type)
         base_url = self.settings.api_base(reply.channel_type)
@@ -99,7 +104,7 @@ class Sender:
             async for attempt in send_policy(self.settings.send_attempts):
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
-                        await deliveries.touch(self.pool, reply.id, created)  # still ours: not stale
+                        await when_available(lambda: deliveries.touch(self.pool, reply.id, created))  # not stale
                     if reply.kind == "message":  # acknowledging a button press is not a chat message
                         await self.limiter.acquire_send(reply.channel_id, chat, limits)
                     started = time.perf_counter()
@@ -110,11 +115,13 @@ class Sender:
                         raise
                     finally:
                         metrics.SEND_SECONDS.labels(reply.channel_type.value).observe(time.perf_counter() - started)
-            await deliveries.mark_sent(self.pool, reply.id, created, result.platform_message_id)
+            platform_id = result.platform_message_id
+            await when_available(lambda: deliveries.mark_sent(self.pool, reply.id, created, platform_id))
         except SendError as exc:
             outcome = "failed"
             log.warning("send %s failed for good: code=%s %s", reply.id, exc.code, exc)
-            await deliveries.mark_failed(self.pool, reply.id, created, exc.code, str(exc))
+            code, error = exc.code, str(exc)
+            await when_available(lambda: deliveries.mark_failed(self.pool, reply.id, created, code, error))
         metrics.SENDS.labels(reply.channel_type.value, outcome).inc()
 
     async def sweep_loop(self) -> None:

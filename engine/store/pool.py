@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 import asyncpg
 import orjson
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
 
 from engine.values import json_text
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # What a database restart, a failover or an overload looks like: retry the same work later. Anything
 # else the database raises is about the data itself, and retrying it would fail the same way.
@@ -21,6 +29,30 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_ERRORS)
+
+
+def while_away(stopping: Callable[[], bool] = lambda: False) -> AsyncRetrying:
+    """A retry policy for work that failed because the database is away: again, backing off up to 5 s,
+    for as long as it is away (or until stopping() says to give up). Cancel the caller to stop it."""
+    return AsyncRetrying(
+        retry=retry_if_exception(lambda exc: is_transient(exc) and not stopping()),
+        wait=wait_exponential_jitter(multiplier=0.1, max=5),
+        before_sleep=_log_outage,
+        reraise=True,
+    )
+
+
+async def when_available(operation: Callable[[], Awaitable[T]]) -> T:
+    """operation(), retried with while_away() until the database answers."""
+    async for attempt in while_away():
+        with attempt:
+            return await operation()
+    raise AssertionError("unreachable: while_away() reraises")
+
+
+def _log_outage(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    log.warning("database unavailable (%s); attempt %d, retrying", type(error).__name__, state.attempt_number)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import asyncpg
 from aio_pika.abc import AbstractExchange
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
 
 from engine import metrics
 from engine.bus.connection import make_message
@@ -26,7 +25,7 @@ from engine.bus.consumer import Delivery, ShardConsumer
 from engine.bus.topology import Topology
 from engine.models import OutboundMessage
 from engine.store import messages as store
-from engine.store.pool import is_transient
+from engine.store.pool import is_transient, while_away
 from engine.worker.conversations import ConversationCache, Entry
 
 log = logging.getLogger(__name__)
@@ -153,12 +152,7 @@ class Flusher:
     async def _commit(self, rows: store.FlushRows) -> set[store.EventKey]:
         # Transient errors are retried with the same rows (every write is idempotent) for as long as
         # the database is away, except at shutdown.
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(lambda exc: is_transient(exc) and not self.stopping),
-            wait=wait_exponential_jitter(multiplier=0.1, max=5),
-            before_sleep=_log_outage,
-            reraise=True,
-        ):
+        async for attempt in while_away(lambda: self.stopping):
             with attempt:
                 async with self.pool.acquire() as conn, conn.transaction():
                     duplicates = await store.flush(conn, rows)
@@ -189,8 +183,3 @@ def _keys(rows: store.FlushRows) -> list[store.EventKey]:
 def _reason(exc: BaseException) -> str:
     sqlstate = getattr(exc, "sqlstate", None)
     return f"database refused the rows: {type(exc).__name__}{f' [{sqlstate}]' if sqlstate else ''}: {exc}"[:500]
-
-
-def _log_outage(state: RetryCallState) -> None:
-    error = state.outcome.exception() if state.outcome else None
-    log.warning("flush: database unavailable (%s); attempt %d, retrying", type(error).__name__, state.attempt_number)

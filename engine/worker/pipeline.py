@@ -9,7 +9,6 @@ time (the inbound_events ledger), and produce no second row or reply.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -19,6 +18,7 @@ from engine.bus import envelope
 from engine.bus.consumer import Delivery, ShardConsumer
 from engine.bus.lanes import Lanes
 from engine.models import ConversationCommand, InboundEvent, OutboundMessage, StatusEvent
+from engine.store.pool import when_available
 from engine.worker import staging
 from engine.worker.batch import Flusher
 from engine.worker.conversations import ConversationCache
@@ -59,7 +59,9 @@ class Pipeline:
 
     async def _command(self, delivery: Delivery, command: ConversationCommand) -> None:
         """Apply an operator's command in the conversation's lane, after the messages before it."""
-        entry = await self.cache.get_existing(command.channel_id, command.conversation_key, delivery.shard)
+        entry = await when_available(
+            lambda: self.cache.get_existing(command.channel_id, command.conversation_key, delivery.shard)
+        )
         if entry is None:
             log.warning("%s for an unknown conversation %s: ignored", command.action, command.conversation_key)
             self.flusher.add(delivery)
@@ -70,13 +72,9 @@ class Pipeline:
         self.flusher.add(delivery, entry, key)
 
     async def _handle(self, delivery: Delivery, event: InboundEvent) -> None:
-        try:
-            entry = await self.cache.get(event, delivery.shard)
-        except Exception:  # the database is unreachable: hand the message back, in its place
-            log.exception("loading conversation state for %s failed; requeueing", event.idempotency_key)
-            await asyncio.sleep(1.0)
-            await self.consumer.requeue(delivery)
-            return
+        # While the database is away the lane waits here: the conversation's later messages queue
+        # behind this one (handing it back would let them overtake it), and the prefetch bounds it.
+        entry = await when_available(lambda: self.cache.get(event, delivery.shard))
         if entry.seen(event.event_id):
             metrics.DUPLICATES.labels("cache").inc()
             self.flusher.add(delivery)
