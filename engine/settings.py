@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +34,7 @@ class Settings(BaseSettings):
     prefetch: int = 512
     batch_size: int = 300  # flush when this many messages are staged ...
     flush_interval_ms: float = 5.0  # ... or this long after the first one was
+    queue_type: Literal["classic", "quorum"] = "classic"  # quorum: shard, retry and outbound queues replicated
     lease_ttl: float = 10.0  # seconds a silent worker keeps its shards
     heartbeat_interval: float = 2.0
     shutdown_grace: float = 20.0

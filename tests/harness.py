@@ -139,7 +139,7 @@ async def wait_until(check: Any, timeout: float = 30.0, interval: float = 0.05) 
 
 async def queued_inbound(settings: Settings) -> int:
     """Messages waiting in the inbound shard queues (nothing consumes them in receiver-only tests)."""
-    topology = Topology(settings.topology_prefix, settings.shards)
+    topology = Topology.of(settings)
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()

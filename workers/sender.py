@@ -29,7 +29,7 @@ class SenderProcess:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        topology = Topology(s.topology_prefix, s.shards)
+        topology = Topology.of(s)
         pool = await create_pool(s.database_url, max_size=10)
         directory = ChannelDirectory(pool, Vault(s.master_key), s.channel_cache_ttl)
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.send_timeout))

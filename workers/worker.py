@@ -32,7 +32,7 @@ class WorkerProcess:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        topology = Topology(s.topology_prefix, s.shards)
+        topology = Topology.of(s)
         pool = await create_pool(s.database_url, max_size=5)
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.send_timeout))
         brain = Brain(pool, http, s)

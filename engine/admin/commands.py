@@ -84,7 +84,7 @@ def _origin_and_reason(headers: dict[str, Any]) -> tuple[str, str]:
 async def dead_letters(settings: Settings, replay: bool, limit: int) -> int:
     """List (or replay) up to `limit` dead letters. Listing leaves them where they are; replaying
     publishes each back to the queue it came from, then removes it from the dead-letter queue."""
-    topology = Topology(settings.topology_prefix, settings.shards)
+    topology = Topology.of(settings)
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
@@ -118,7 +118,7 @@ async def command_conversation(settings: Settings, conversation: str, action: st
         print(f"engine conversation: no conversation {conversation}", file=sys.stderr)
         return 2
     command = ConversationCommand(row.channel_id, row.tenant_id, row.external_key, action, time.time())
-    topology = Topology(settings.topology_prefix, settings.shards)
+    topology = Topology.of(settings)
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)

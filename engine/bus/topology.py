@@ -21,6 +21,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel
 
 from engine.models import ChannelType, OutboundMessage
+from engine.settings import Settings
 
 RETRY_DELAY_MS = 2_000
 SAC = {"x-single-active-consumer": True}
@@ -62,6 +63,16 @@ class ShardQueues:
 class Topology:
     prefix: str
     shards: int
+    queue_type: str = "classic"  # or "quorum": replicated, for a cluster of brokers
+
+    @classmethod
+    def of(cls, settings: Settings) -> Topology:
+        return cls(settings.topology_prefix, settings.shards, settings.queue_type)
+
+    @property
+    def _type(self) -> dict[str, Any]:
+        # Classic stays implicit, so queues declared before this setting existed still match.
+        return {} if self.queue_type == "classic" else {"x-queue-type": self.queue_type}
 
     @property
     def inbound(self) -> str:
@@ -106,10 +117,10 @@ class Topology:
         return zlib.crc32(f"{tenant_id}:{channel_id}:{conversation_key}".encode()) % self.shards
 
     def _inbound_queue_spec(self, shard: int) -> Queue:
-        return Queue(self.inbound_queue(shard), {**SAC, "x-dead-letter-exchange": self.dlx})
+        return Queue(self.inbound_queue(shard), {**SAC, **self._type, "x-dead-letter-exchange": self.dlx})
 
     def _outbound_queue_spec(self, slot: int) -> Queue:
-        return Queue(self.outbound_queue(slot), {**SAC, "x-dead-letter-exchange": self.dlx})
+        return Queue(self.outbound_queue(slot), {**SAC, **self._type, "x-dead-letter-exchange": self.dlx})
 
     def inbound_shards(self) -> ShardQueues:
         queues = tuple(self._inbound_queue_spec(k) for k in range(self.shards))
@@ -133,6 +144,7 @@ class Topology:
                 Queue(
                     self.retry_queue(k),
                     {
+                        **self._type,
                         "x-message-ttl": RETRY_DELAY_MS,
                         "x-dead-letter-exchange": "",
                         "x-dead-letter-routing-key": self.inbound_queue(k),

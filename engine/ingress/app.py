@@ -135,7 +135,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     pool = await create_pool(settings.database_url)
     app[POOL] = pool
     app[DIRECTORY] = ChannelDirectory(pool, Vault(settings.master_key), settings.channel_cache_ttl)
-    topology = Topology(settings.topology_prefix, settings.shards)
+    topology = Topology.of(settings)
     publisher = Publisher(settings.amqp_url, topology, "engine-receiver", settings.publish_timeout)
     await publisher.start()
     app[PUBLISHER] = publisher

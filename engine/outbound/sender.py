@@ -50,7 +50,7 @@ class Sender:
         self.directory = directory
         self.consumer = consumer
         self.outbound = outbound
-        self.topology = Topology(settings.topology_prefix, settings.shards)
+        self.topology = Topology.of(settings)
         self.limiter = RateLimiter()
         self.lanes = Lanes()
 

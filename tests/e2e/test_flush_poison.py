@@ -21,7 +21,7 @@ from tests.harness import count, load_tenant, running_engine, telegram_update, w
 
 
 async def _publish_raw(settings: Settings, items: list[InboundEvent | StatusEvent]) -> None:
-    topology = Topology(settings.topology_prefix, settings.shards)
+    topology = Topology.of(settings)
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
@@ -33,7 +33,7 @@ async def _publish_raw(settings: Settings, items: list[InboundEvent | StatusEven
 
 
 async def _dead_reasons(settings: Settings) -> dict[str, str]:
-    topology = Topology(settings.topology_prefix, settings.shards)
+    topology = Topology.of(settings)
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()

@@ -19,7 +19,7 @@ async def _dead_count(settings: Settings) -> int:
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(Topology(settings.topology_prefix, settings.shards).dead, passive=True)
+        queue = await channel.declare_queue(Topology.of(settings).dead, passive=True)
         return queue.declaration_result.message_count or 0
 
 
@@ -28,7 +28,7 @@ async def test_unreadable_message_is_dead_lettered_listed_and_replayed(
 ) -> None:
     _, recorder = fake_platforms
     channel = (await load_tenant(settings))["tg"]
-    topology = Topology(settings.topology_prefix, settings.shards)
+    topology = Topology.of(settings)
     async with running_engine(settings) as engine:
         connection = await aio_pika.connect(settings.amqp_url)
         async with connection:

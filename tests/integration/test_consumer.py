@@ -30,7 +30,7 @@ async def consuming(
     settings: Settings, pool: asyncpg.Pool, handler: Handler, amqp_url: str | None = None
 ) -> AsyncIterator[ShardConsumer]:
     """A consumer of every inbound shard (one member owns them all), each delivery handled in a task."""
-    topology = Topology(settings.topology_prefix, settings.shards)
+    topology = Topology.of(settings)
     connection = await connect(amqp_url or settings.amqp_url, "test-consumer")
     channel = await open_channel(connection, prefetch=10)
     await declare_topology(channel, topology)
@@ -61,7 +61,7 @@ async def _owns_all(consumer: ShardConsumer, shards: int) -> bool:
 
 
 async def _publish(settings: Settings, body: bytes, message_id: str, shard: int = 0) -> None:
-    topology = Topology(settings.topology_prefix, settings.shards)
+    topology = Topology.of(settings)
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
@@ -70,7 +70,7 @@ async def _publish(settings: Settings, body: bytes, message_id: str, shard: int 
 
 
 async def _dead_letters(settings: Settings) -> list[aio_pika.abc.AbstractIncomingMessage]:
-    topology = Topology(settings.topology_prefix, settings.shards)
+    topology = Topology.of(settings)
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()
@@ -100,7 +100,7 @@ async def test_a_failing_message_is_retried_with_its_attempt_count_then_dead_let
     headers = dead[0].headers or {}
     assert dead[0].message_id == "m-1"
     assert headers[REASON_HEADER] == "ValueError('boom')"
-    assert headers[ORIGIN_HEADER] == Topology(settings.topology_prefix, settings.shards).inbound_queue(1)
+    assert headers[ORIGIN_HEADER] == Topology.of(settings).inbound_queue(1)
     assert headers[ATTEMPT_HEADER] == 2
 
 
