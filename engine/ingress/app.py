@@ -22,7 +22,7 @@ from engine.ingress.publisher import BrokerUnavailable, Publisher
 from engine.models import ChannelType, InboundEvent
 from engine.settings import Settings
 from engine.store.channels import ChannelDirectory
-from engine.store.pool import create_pool, ping
+from engine.store.pool import TRANSIENT_ERRORS, create_pool, ping
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +30,12 @@ SETTINGS = web.AppKey("settings", Settings)
 DIRECTORY = web.AppKey("directory", ChannelDirectory)
 PUBLISHER = web.AppKey("publisher", Publisher)
 POOL = web.AppKey("pool", asyncpg.Pool)
+RETRY_AFTER = "5"  # seconds; a broker or database restart usually takes about that
 
 
 def _outcome(request: web.Request, channel_type: str, outcome: str, status: int, reason: str) -> web.Response:
-    """Count and log a refused or dropped request; the log line carries no secret and no body."""
+    """Count and log a refused or dropped request; the log line carries no secret and no body. A 503
+    asks the platform to retry (Retry-After), as it does anyway with back-off."""
     metrics.WEBHOOKS.labels(channel_type, outcome).inc()
     log.warning(
         "webhook %s: %s (%s)",
@@ -42,7 +44,8 @@ def _outcome(request: web.Request, channel_type: str, outcome: str, status: int,
         request.path,
         extra={"action": "webhook", "outcome": outcome, "status": status},
     )
-    return web.json_response({"error": outcome, "detail": reason}, status=status)
+    headers = {"Retry-After": RETRY_AFTER} if status == 503 else None
+    return web.json_response({"error": outcome, "detail": reason}, status=status, headers=headers)
 
 
 async def webhook(request: web.Request) -> web.StreamResponse:
@@ -52,7 +55,10 @@ async def webhook(request: web.Request) -> web.StreamResponse:
         impl = channels.get(channel_type)
     except (ValueError, KeyError):
         return _outcome(request, "unknown", "unknown_channel", 404, f"unknown channel type {type_name!r}")
-    channel = await request.app[DIRECTORY].get(request.match_info["channel_id"])
+    try:
+        channel = await request.app[DIRECTORY].get(request.match_info["channel_id"])
+    except TRANSIENT_ERRORS as exc:  # the database is away and the channel is not cached
+        return _outcome(request, type_name, "unavailable", 503, f"database unavailable ({type(exc).__name__})")
     if channel is None or not channel.active or channel.type is not channel_type:
         return _outcome(request, type_name, "unknown_channel", 404, "no active channel with that id")
     try:

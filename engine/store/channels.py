@@ -13,6 +13,7 @@ import asyncpg
 
 from engine.crypto import Vault
 from engine.models import ChannelInfo, ChannelType
+from engine.store.pool import TRANSIENT_ERRORS
 
 MAX_CACHED = 10_000
 SELECT_CHANNEL = """
@@ -29,7 +30,8 @@ class ChannelDirectory:
         self._cache: dict[str, tuple[float, ChannelInfo | None]] = {}
 
     async def get(self, channel_id: str) -> ChannelInfo | None:
-        """The channel, or None when the id is not a uuid or names no channel."""
+        """The channel, or None when the id is not a uuid or names no channel. While the database is
+        away an expired entry is served as it was; with none, the database's error is raised."""
         now = time.monotonic()
         hit = self._cache.get(channel_id)
         if hit is not None and hit[0] > now:
@@ -38,7 +40,12 @@ class ChannelDirectory:
             key = uuid.UUID(channel_id)
         except ValueError:
             return None
-        row = await self._pool.fetchrow(SELECT_CHANNEL, key)
+        try:
+            row = await self._pool.fetchrow(SELECT_CHANNEL, key)
+        except TRANSIENT_ERRORS:
+            if hit is not None:  # the database is away: what we knew a moment ago still holds
+                return hit[1]
+            raise
         info = None
         if row is not None:
             info = ChannelInfo(
