@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install services demo run test lint bench-routing clean
+.PHONY: install services demo run test test-faults lint bench-routing clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo run: install services
 
 test: install services lint
 	$(BIN)/pytest
+
+# Restarts this machine's RabbitMQ and PostgreSQL under load (and SIGKILLs processes): not in `make test`.
+test-faults: install services
+	$(BIN)/pytest tests/faults -s -p no:cacheprovider
 
 # ruff, the architecture's import contracts (pyproject [tool.importlinter]) and mypy --strict.
 lint: install

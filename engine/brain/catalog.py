@@ -27,6 +27,7 @@ from engine.crypto import CredentialError, Vault
 from engine.models import Contact, Conversation, InboundEvent, Outcome
 from engine.settings import Settings
 from engine.store import catalog as sql
+from engine.store.pool import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 CHANNEL = "engine_definitions"
@@ -127,8 +128,8 @@ class Brain:
             for tenant_id in dirty:
                 try:
                     await self.reload(tenant_id)
-                except (asyncpg.PostgresError, OSError):
-                    log.exception("reload failed; retrying", extra={"tenant_id": tenant_id})
+                except TRANSIENT_ERRORS as exc:
+                    log.warning("reload failed (%s); retrying", type(exc).__name__, extra={"tenant_id": tenant_id})
                     self._dirty.add(tenant_id)
                     self._wake.set()
                     await asyncio.sleep(1.0)
@@ -154,6 +155,6 @@ class Brain:
             try:
                 self._conn = await self._connect_listener()
                 await self.reload()
-            except (OSError, asyncpg.PostgresError):
-                log.exception("definitions listener: reconnect failed")
+            except TRANSIENT_ERRORS as exc:
+                log.warning("definitions listener: reconnect failed (%s); retrying", type(exc).__name__)
                 self._lost.set()

@@ -24,7 +24,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import asyncpg
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
@@ -32,6 +31,7 @@ from engine import metrics
 from engine.bus.connection import copy_of
 from engine.bus.shards import Membership, assign
 from engine.bus.topology import ShardQueues
+from engine.store.pool import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class ShardConsumer:
         while True:
             try:
                 await self._rebalance()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 # Keep consuming what we have: nobody else can claim it while our lease holds, and
                 # single-active-consumer keeps one consumer per shard if it lapses.
                 log.warning("rebalancing skipped (%s); keeping current shards", type(exc).__name__)

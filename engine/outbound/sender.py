@@ -28,7 +28,7 @@ from engine.outbound.retry import send_policy
 from engine.settings import Settings
 from engine.store import deliveries
 from engine.store.channels import ChannelDirectory
-from engine.store.pool import when_available
+from engine.store.pool import TRANSIENT_ERRORS, when_available
 from engine.values import utc
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class Sender:
             await asyncio.sleep(interval)
             try:
                 bodies = await deliveries.sweep_stale(self.pool, self.settings.requeue_stale_after)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("sweep skipped: database unavailable (%s)", type(exc).__name__)
                 continue
             for body in bodies:

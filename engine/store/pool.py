@@ -21,6 +21,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, timed out
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,  # e.g. the connection was closed under us
+    asyncpg.exceptions.InternalClientError,  # a connection left mid-operation by a broken socket
     asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections
     asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock

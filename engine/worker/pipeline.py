@@ -17,7 +17,7 @@ from engine.brain.catalog import Brain
 from engine.bus import envelope
 from engine.bus.consumer import Delivery, ShardConsumer
 from engine.bus.lanes import Lanes
-from engine.models import ConversationCommand, InboundEvent, OutboundMessage, StatusEvent
+from engine.models import ConversationCommand, InboundEvent, OutboundMessage, Outcome, StatusEvent
 from engine.store.pool import when_available
 from engine.worker import staging
 from engine.worker.batch import Flusher
@@ -79,18 +79,25 @@ class Pipeline:
             metrics.DUPLICATES.labels("cache").inc()
             self.flusher.add(delivery)
             return
-        conversation, contact = entry.conversation, entry.contact
         if event.contact_name:
-            contact.name = event.contact_name
-        contact.attributes.update(event.contact_attributes)
-        saved = entry.snapshot()
-        try:
-            outcome = await self.brain.respond(event, conversation, contact)
+            entry.contact.name = event.contact_name
+        entry.contact.attributes.update(event.contact_attributes)
+
+        async def respond() -> Outcome:
+            saved = entry.snapshot()
+            try:
+                return await self.brain.respond(event, entry.conversation, entry.contact)
+            except BaseException:
+                entry.restore(saved)  # undo what the failed attempt changed
+                raise
+
+        try:  # a database outage (an old flow version, a tenant not loaded yet) is waited out here
+            outcome = await when_available(respond)
         except Exception as exc:  # a bug or a failing dependency in the brain: retry, then set aside
             log.exception("handling event %s failed", event.idempotency_key)
-            entry.restore(saved)  # undo what the failed attempt changed
             await self.consumer.retry(delivery, repr(exc))
             return
+        conversation, contact = entry.conversation, entry.contact
         for error in outcome.errors:
             log.warning("conversation %s: %s", conversation.id, error)
         batch = self.flusher.batch
