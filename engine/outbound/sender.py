@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime
 
 import aiohttp
 import asyncpg
@@ -23,6 +24,7 @@ from engine.bus.consumer import CHANNEL_GONE, Delivery, ShardConsumer
 from engine.bus.lanes import Lanes
 from engine.bus.topology import Topology
 from engine.models import OutboundMessage, SendError
+from engine.outbound.coalescer import Coalescer
 from engine.outbound.ratelimit import RateLimiter, limits_for
 from engine.outbound.retry import send_policy
 from engine.settings import Settings
@@ -53,6 +55,11 @@ class Sender:
         self.topology = Topology.of(settings)
         self.limiter = RateLimiter()
         self.lanes = Lanes()
+        # Lanes claim and record one reply at a time; these join them into one statement per few ms.
+        self.claim: Coalescer[tuple[str, datetime], bool] = Coalescer(lambda rows: deliveries.claim_many(pool, rows))
+        self.record_sent: Coalescer[tuple[str, datetime, str | None], None] = Coalescer(
+            lambda rows: deliveries.mark_sent_many(pool, rows)
+        )
 
     async def release_shard(self, shard: int) -> None:
         if not await self.consumer.wait_idle(shard, self.settings.shutdown_grace):
@@ -86,7 +93,7 @@ class Sender:
         While the database is away each step waits for it in the chat's lane (when_available), so the
         chat's later replies queue behind this one instead of overtaking it."""
         created = utc(reply.created_at)
-        if not await when_available(lambda: deliveries.claim(self.pool, reply.id, created)):
+        if not await when_available(lambda: self.claim((reply.id, created))):
             metrics.SENDS.labels(reply.channel_type.value, "duplicate").inc()
             return
         channel = await when_available(lambda: self.directory.get(reply.channel_id))
@@ -116,7 +123,7 @@ class Sender:
                     finally:
                         metrics.SEND_SECONDS.labels(reply.channel_type.value).observe(time.perf_counter() - started)
             platform_id = result.platform_message_id
-            await when_available(lambda: deliveries.mark_sent(self.pool, reply.id, created, platform_id))
+            await when_available(lambda: self.record_sent((reply.id, created, platform_id)))
         except SendError as exc:
             outcome = "failed"
             log.warning("send %s failed for good: code=%s %s", reply.id, exc.code, exc)

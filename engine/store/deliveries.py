@@ -7,25 +7,30 @@ from datetime import datetime
 import asyncpg
 
 # Claiming moves queued -> sending exactly once, so a reply published twice is sent once.
-CLAIM = """
-UPDATE channel_messages SET status = 'sending', attempts = attempts + 1, updated_at = now()
-WHERE id = $1 AND created_at = $2 AND status = 'queued'
-RETURNING id
+CLAIM_MANY = """
+UPDATE channel_messages m SET status = 'sending', attempts = attempts + 1, updated_at = now()
+FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, created_at)
+WHERE m.id = u.id AND m.created_at = u.created_at AND m.status = 'queued'
+RETURNING m.id::text
 """
 TOUCH = "UPDATE channel_messages SET attempts = attempts + 1, updated_at = now() WHERE id = $1 AND created_at = $2"
-SELECT_CHANNEL = "SELECT channel_id FROM channel_messages WHERE id = $1 AND created_at = $2"
-MARK_SENT = """
-UPDATE channel_messages SET
-    status = CASE WHEN status IN ('queued', 'sending') THEN 'sent' ELSE status END,
-    platform_message_id = $3, sent_at = coalesce(sent_at, now()), updated_at = now()
-WHERE id = $1 AND created_at = $2
+MARK_SENT_MANY = """
+UPDATE channel_messages m SET
+    status = CASE WHEN m.status IN ('queued', 'sending') THEN 'sent' ELSE m.status END,
+    platform_message_id = u.platform_id, sent_at = coalesce(m.sent_at, now()), updated_at = now()
+FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS u(id, created_at, platform_id)
+WHERE m.id = u.id AND m.created_at = u.created_at
+RETURNING m.channel_id, m.platform_message_id
 """
-# Receipts that overtook the send (see store.messages.APPLY_STATUSES): apply the furthest one.
-APPLY_PENDING = """
+# Receipts that overtook the sends just recorded: for each message, apply the furthest one.
+APPLY_PENDING_MANY = """
 WITH r AS (
-    DELETE FROM pending_receipts WHERE channel_id = $3 AND platform_message_id = $4 RETURNING *
+    DELETE FROM pending_receipts p USING unnest($1::uuid[], $2::text[]) AS u(channel_id, platform_message_id)
+    WHERE p.channel_id = u.channel_id AND p.platform_message_id = u.platform_message_id
+    RETURNING p.*
 ), best AS (
-    SELECT * FROM r ORDER BY delivery_rank(status) DESC LIMIT 1
+    SELECT DISTINCT ON (channel_id, platform_message_id) * FROM r
+    ORDER BY channel_id, platform_message_id, delivery_rank(status) DESC
 )
 UPDATE channel_messages m SET
     status = best.status, updated_at = now(),
@@ -34,8 +39,8 @@ UPDATE channel_messages m SET
     failed_at = CASE WHEN best.status = 'failed' THEN best.at ELSE m.failed_at END,
     error_code = coalesce(best.error_code, m.error_code), error = coalesce(best.error, m.error)
 FROM best
-WHERE m.id = $1 AND m.created_at = $2 AND m.status <> 'failed'
-  AND delivery_rank(best.status) > delivery_rank(m.status)
+WHERE m.channel_id = best.channel_id AND m.platform_message_id = best.platform_message_id
+  AND m.status <> 'failed' AND delivery_rank(best.status) > delivery_rank(m.status)
 """
 PRUNE_PENDING = "DELETE FROM pending_receipts WHERE received_at < now() - interval '7 days'"
 MARK_FAILED = """
@@ -58,20 +63,29 @@ RETURNING m.body
 """
 
 
-async def claim(pool: asyncpg.Pool, message_id: str, created_at: datetime) -> bool:
-    return await pool.fetchval(CLAIM, message_id, created_at) is not None
+async def claim_many(pool: asyncpg.Pool, rows: list[tuple[str, datetime]]) -> list[bool]:
+    """claim() for many rows in one statement: for each (id, created_at), whether this call claimed it."""
+    claimed = {r[0] for r in await pool.fetch(CLAIM_MANY, [r[0] for r in rows], [r[1] for r in rows])}
+    result = []
+    for message_id, _ in rows:  # two copies of one reply in a batch: only the first claims it
+        result.append(message_id in claimed)
+        claimed.discard(message_id)
+    return result
+
+
+async def mark_sent_many(pool: asyncpg.Pool, rows: list[tuple[str, datetime, str | None]]) -> list[None]:
+    """mark_sent() for many rows in one transaction, receipts that overtook them applied."""
+    async with pool.acquire() as conn, conn.transaction():
+        sent = await conn.fetch(MARK_SENT_MANY, *(list(col) for col in zip(*rows, strict=True)))
+        with_ids = [r for r in sent if r["platform_message_id"] is not None]
+        if with_ids:
+            channels, platform_ids = [r["channel_id"] for r in with_ids], [r["platform_message_id"] for r in with_ids]
+            await conn.execute(APPLY_PENDING_MANY, channels, platform_ids)
+    return [None] * len(rows)
 
 
 async def touch(pool: asyncpg.Pool, message_id: str, created_at: datetime) -> None:
     await pool.execute(TOUCH, message_id, created_at)
-
-
-async def mark_sent(pool: asyncpg.Pool, message_id: str, created_at: datetime, platform_id: str | None) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(MARK_SENT, message_id, created_at, platform_id)
-        if platform_id is not None:
-            channel_id = await conn.fetchval(SELECT_CHANNEL, message_id, created_at)
-            await conn.execute(APPLY_PENDING, message_id, created_at, channel_id, platform_id)
 
 
 async def mark_failed(pool: asyncpg.Pool, message_id: str, created_at: datetime, code: str | None, error: str) -> None:

@@ -81,7 +81,7 @@ ON CONFLICT (id) DO NOTHING
 """
 # Statuses only move forward (sent < delivered < read); failed is final. Platforms deliver them
 # out of order, so a 'delivered' that arrives after 'read' changes nothing. A receipt for a message
-# whose platform id the sender has not stored yet is kept in pending_receipts (deliveries.mark_sent
+# whose platform id the sender has not stored yet is kept in pending_receipts (deliveries.mark_sent_many
 # applies it).
 APPLY_STATUSES = """
 WITH u AS (

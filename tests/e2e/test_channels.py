@@ -309,7 +309,7 @@ async def test_a_receipt_that_overtakes_the_send_is_applied_when_the_send_is_rec
 
         await wait_until(parked)
     row = await pool.fetchrow("SELECT id::text, created_at FROM channel_messages")
-    await deliveries.mark_sent(pool, row["id"], row["created_at"], wamid)
+    await deliveries.mark_sent_many(pool, [(row["id"], row["created_at"], wamid)])
     assert await pool.fetchval("SELECT status FROM channel_messages") == "delivered"
     assert await count(pool, "SELECT count(*) FROM pending_receipts") == 0
 
