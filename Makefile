@@ -4,12 +4,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install services demo run test test-faults lint bench-routing clean
+.PHONY: install services demo run test test-faults lint bench-routing constraints clean
 
-$(VENV)/.installed: pyproject.toml
+# Every install (here, CI through `make test`, and the Dockerfile) takes its versions from
+# constraints.txt; `make constraints` regenerates it (docs/security.md).
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -36,6 +38,14 @@ lint: install
 
 bench-routing: install
 	$(BIN)/python -m tests.bench.bench_routing
+
+constraints:
+	rm -rf .venv-constraints
+	$(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/pip install -q --upgrade pip
+	.venv-constraints/bin/pip install -q ".[test]"
+	.venv-constraints/bin/pip freeze --exclude-editable | grep -iv '^conversation.engine' > constraints.txt
+	rm -rf .venv-constraints
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -10,6 +10,12 @@ EVENTS_IGNORED = Counter(
     "engine_events_ignored_total", "Webhook updates of a type the engine does not handle", ["channel_type"]
 )
 PUBLISH_SECONDS = Histogram("engine_publish_seconds", "Time from webhook received to broker confirm")
+INFLIGHT = Gauge("engine_webhooks_inflight", "Webhook requests being handled by this receiver")
+EVENTS_UNBOUND = Counter(
+    "engine_events_unbound_total",
+    "Inbound events dropped: the platform account id in the body is not the channel's external_id",
+    ["channel_type"],
+)
 
 MESSAGES_PROCESSED = Counter("engine_messages_processed_total", "Inbound messages committed by workers")
 DUPLICATES = Counter("engine_duplicates_total", "Inbound events dropped as duplicates", ["stage"])

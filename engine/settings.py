@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = 4 * 1024 * 1024  # Meta posts up to 3 MB
     publish_timeout: float = 2.5  # seconds to wait for a broker confirm before a 503 (Slack wants an answer in 3 s)
     channel_cache_ttl: float = 5.0  # seconds a receiver trusts its cached channel row
+    # Receiver limits (engine.ingress.guards; docs/security.md).
+    max_inflight: int = 256  # webhook requests handled at once; the next is 503 + Retry-After at once
+    body_read_timeout: float = 10.0  # seconds a webhook body may take to arrive (408 after)
+    max_events_per_request: int = 1000  # events one body may carry (413 after, nothing enqueued)
+    unknown_channel_cache: int = 10_000  # made-up channel ids remembered as misses (LRU; known ones stay)
+    metrics_on_webhook_port: bool = False  # also serve /metrics on the public webhook port
 
     shards: int = 16
     prefetch: int = 512
@@ -49,8 +55,18 @@ class Settings(BaseSettings):
     graph_api_base: str = "https://graph.facebook.com/v25.0"  # WhatsApp, Messenger, Instagram
     slack_api_base: str = "https://slack.com/api"
 
+    # Where tools may connect besides public addresses (engine.tools.egress): host names or literal
+    # addresses, and CIDRs, comma-separated. Loopback, private, link-local (metadata), multicast and
+    # reserved addresses are refused otherwise.
+    tool_allow_hosts: str = ""
+    tool_allow_networks: str = ""
+
+    # Environment variables a tenant file may read (${NAME}, env:NAME): comma-separated names or
+    # PREFIX_* patterns; ENGINE_* never (engine.admin.environment).
+    tenant_env: str = ""
+
     log_level: str = "INFO"
-    metrics_port: int = 0  # workers and senders serve /metrics here when set (receivers serve it always)
+    metrics_port: int = 0  # every process serves /metrics here when set (on http_host)
 
     # Outbound rate-limit overrides per channel type (engine.outbound.ratelimit.DEFAULT_LIMITS otherwise), e.g.
     # ENGINE_RATE_LIMITS='{"telegram": {"chat_rate": 1, "chat_burst": 1, "channel_rate": 30, "channel_burst": 30}}'

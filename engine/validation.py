@@ -1,13 +1,14 @@
 """What every saved definition (tenant file, rules, flows, tools) validates the same way: strict
-models (an unknown field is an error that names its path), regexes that compile, known time zones."""
+models (an unknown field is an error that names its path), regexes that RE2 compiles, known time zones."""
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
+
+from engine import patterns
 
 
 class Strict(BaseModel):
@@ -15,11 +16,8 @@ class Strict(BaseModel):
 
 
 def _compiles(value: str) -> str:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"invalid regex {value!r}: {exc}") from None
-    return value
+    # Tenant patterns run on RE2 (engine.patterns): what RE2 refuses is refused here, at save time.
+    return patterns.check(value)
 
 
 def _known_zone(value: str) -> str:

@@ -96,6 +96,7 @@ async def settings(database_url: str, fake_platforms: tuple[str, Recorder]) -> A
         shutdown_grace=5.0,
         requeue_stale_after=30.0,
         publish_timeout=3.0,
+        tool_allow_hosts="127.0.0.1",  # the fake shop: tools reach loopback only where allowed
     )
     yield s
     connection = await aio_pika.connect(AMQP_URL)

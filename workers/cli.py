@@ -55,7 +55,7 @@ def _fake_platforms(args: argparse.Namespace, settings: Settings) -> int:
 def _load(args: argparse.Namespace, settings: Settings) -> int:
     from engine.admin.commands import load
 
-    return asyncio.run(load(settings, Path(args.file)))
+    return asyncio.run(load(settings, Path(args.file), update=args.update))
 
 
 def _transcript(args: argparse.Namespace, settings: Settings) -> int:
@@ -111,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8081)
     p.set_defaults(func=_fake_platforms)
-    p = sub.add_parser("load", help="create or update a tenant from a YAML or JSON file")
+    p = sub.add_parser("load", help="create a tenant from a YAML or JSON file (--update: update an existing one)")
     p.add_argument("file")
+    p.add_argument("--update", action="store_true", help="the file may name a tenant that exists: update it")
     p.set_defaults(func=_load)
     p = sub.add_parser("transcript", help="print recent conversations of a tenant")
     p.add_argument("tenant", help="tenant slug")
@@ -127,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", help="conversation id")
     p.set_defaults(func=_conversation)
     sub.add_parser("gen-key", help="print a new master key for ENGINE_MASTER_KEY").set_defaults(func=_gen_key)
-    sub.add_parser("rotate-key", help="re-encrypt channel credentials under the first master key").set_defaults(
+    sub.add_parser("rotate-key", help="re-encrypt every stored credential under the first master key").set_defaults(
         func=_rotate_key
     )
     p = sub.add_parser("demo", help="run the whole engine against the fake platforms with demo traffic")

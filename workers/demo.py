@@ -20,6 +20,7 @@ from pathlib import Path
 import aiohttp
 
 from engine.admin.commands import load
+from engine.admin.environment import TenantEnvironment
 from engine.admin.tenant_file import Bundle, channel_id, read_bundle, tenant_id
 from engine.crypto import generate_key
 from engine.loadtest import traffic
@@ -159,9 +160,9 @@ async def _demo(settings: Settings, env: dict[str, str], procs: Processes, keep_
 
     print("migrating", settings.database_url.rsplit("@", 1)[-1])
     await migrate(settings.database_url)
-    if await load(settings, EXAMPLE):
+    if await load(settings, EXAMPLE, update=True):  # the demo's own tenant, loaded again on every run
         raise RuntimeError("engine load failed")
-    bundle = read_bundle(EXAMPLE)
+    bundle = read_bundle(EXAMPLE, TenantEnvironment.allowing(settings.tenant_env))
 
     procs.start("fake-platforms", "fake-platforms", "--port", env["DEMO_FAKE_PORT"])
     procs.start("receiver", "serve")
@@ -196,6 +197,10 @@ def main(settings: Settings, keep_running: bool = False) -> int:
             "telegram_api_base": f"{fake}/telegram",
             "graph_api_base": f"{fake}/graph",
             "slack_api_base": f"{fake}/slack/api",
+            # The example file reads these two, and its order tool calls the fake shop on loopback,
+            # which tools may reach only where the operator allows it (docs/security.md).
+            "tenant_env": ",".join(filter(None, [settings.tenant_env, "SHOP_API_URL", "SHOP_API_TOKEN"])),
+            "tool_allow_hosts": ",".join(filter(None, [settings.tool_allow_hosts, "127.0.0.1"])),
         }
     )
     os.environ["SHOP_API_URL"] = f"{fake}/shop"  # the example bot's order tool calls the fake shop

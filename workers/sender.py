@@ -12,10 +12,10 @@ from engine.bus.connection import connect, open_channel
 from engine.bus.consumer import ShardConsumer
 from engine.bus.shards import Membership
 from engine.bus.topology import Topology, declare_topology
-from engine.crypto import Vault
 from engine.outbound.sender import Sender
 from engine.settings import Settings
 from engine.store.channels import ChannelDirectory
+from engine.store.credentials import check_master_key
 from engine.store.pool import create_pool
 from workers.runtime import run, until_stop_or_failure
 
@@ -31,7 +31,8 @@ class SenderProcess:
         s = self.settings
         topology = Topology.of(s)
         pool = await create_pool(s.database_url, max_size=10)
-        directory = ChannelDirectory(pool, Vault(s.master_key), s.channel_cache_ttl)
+        vault = await check_master_key(pool, s.master_key)  # refuses to start with a wrong key
+        directory = ChannelDirectory(pool, vault, s.channel_cache_ttl)
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.send_timeout))
         membership = Membership(pool, "sender", s.lease_ttl)
         connection = await connect(s.amqp_url, membership.me)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uvloop
 from aiohttp import web
+from prometheus_client import start_http_server
 
 from engine.ingress.app import create_app
 from engine.settings import Settings
@@ -12,6 +13,8 @@ from workers.runtime import setup_logging
 
 def main(settings: Settings) -> None:
     setup_logging(settings)
+    if settings.metrics_port:  # /metrics on its own port, which need not be reachable from outside
+        start_http_server(settings.metrics_port, addr=settings.http_host)
     web.run_app(
         create_app(settings),
         host=settings.http_host,

@@ -8,14 +8,14 @@ import contextlib
 import gc
 import logging
 
-import aiohttp
-
 from engine.brain.catalog import Brain
+from engine.brain.tools import egress
 from engine.bus.connection import connect, open_channel
 from engine.bus.consumer import ShardConsumer
 from engine.bus.shards import Membership
 from engine.bus.topology import Topology, declare_topology
 from engine.settings import Settings
+from engine.store.credentials import check_master_key
 from engine.store.pool import create_pool
 from engine.worker.batch import Flusher
 from engine.worker.conversations import ConversationCache
@@ -34,7 +34,9 @@ class WorkerProcess:
         s = self.settings
         topology = Topology.of(s)
         pool = await create_pool(s.database_url, max_size=5)
-        http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.send_timeout))
+        await check_master_key(pool, s.master_key)  # no tool may run with missing or wrong secrets
+        # Tools' HTTP: no loopback / private / metadata address unless the operator allows it.
+        http = egress.session(egress.EgressPolicy.parse(s.tool_allow_hosts, s.tool_allow_networks), s.send_timeout)
         brain = Brain(pool, http, s)
         await brain.start()
         # The compiled definitions are large and long-lived: keep the cyclic GC from rescanning them on

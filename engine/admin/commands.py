@@ -11,6 +11,7 @@ from typing import Any
 
 import aio_pika
 
+from engine.admin.environment import TenantEnvironment
 from engine.admin.tenant_file import BundleError, load_bundle, read_bundle, tenant_id
 from engine.bus.connection import copy_of, make_message
 from engine.bus.consumer import ATTEMPT_HEADER, ORIGIN_HEADER, REASON_HEADER
@@ -19,22 +20,25 @@ from engine.crypto import CredentialError, Vault
 from engine.models import ConversationCommand
 from engine.settings import Settings
 from engine.store import conversations, credentials, transcripts
+from engine.store.credentials import check_master_key
 from engine.store.pool import create_pool
 
 log = logging.getLogger(__name__)
 
 
-async def load(settings: Settings, path: Path) -> int:
+async def load(settings: Settings, path: Path, update: bool = False) -> int:
     try:
-        bundle = read_bundle(path)
-        vault = Vault(settings.master_key)
+        env = TenantEnvironment.allowing(settings.tenant_env)
+        bundle = read_bundle(path, env)
+        Vault(settings.master_key)  # a missing or malformed key is refused before connecting
     except (BundleError, CredentialError, OSError, UnicodeDecodeError) as exc:
         print(f"engine load: {path}: {exc}", file=sys.stderr)
         return 2
     pool = await create_pool(settings.database_url)
     try:
-        ids, warnings = await load_bundle(pool, vault, bundle)
-    except BundleError as exc:
+        vault = await check_master_key(pool, settings.master_key)
+        ids, warnings = await load_bundle(pool, vault, bundle, update=update, env=env)
+    except (BundleError, CredentialError) as exc:
         print(f"engine load: {path}: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -61,14 +65,23 @@ async def print_transcripts(settings: Settings, tenant_slug: str, limit: int) ->
 
 
 async def rotate_key(settings: Settings) -> int:
-    vault = Vault(settings.master_key)
+    try:
+        vault = Vault(settings.master_key)
+    except CredentialError as exc:
+        print(f"engine rotate-key: {exc}", file=sys.stderr)
+        return 2
     pool = await create_pool(settings.database_url)
     try:
-        async with pool.acquire() as conn, conn.transaction():
-            count = await credentials.reencrypt(conn, vault.rotate)
+        counts = await credentials.rotate(pool, vault)
+    except CredentialError as exc:
+        print(f"engine rotate-key: {exc}", file=sys.stderr)
+        return 2
     finally:
         await pool.close()
-    print(f"re-encrypted the credentials of {count} channels under the first key")
+    print(
+        f"re-encrypted under the first key: {counts['channels']} channel credentials, "
+        f"{counts['tools']} tool secrets, {counts['canary']} key canary"
+    )
     return 0
 
 

@@ -10,13 +10,13 @@ the conversations running them), and a section present in the file replaces what
 from __future__ import annotations
 
 import logging
-import os
 import re
 from typing import Any
 
 import asyncpg
 from pydantic import Field, ValidationError
 
+from engine.admin.environment import NOTHING, NotAllowed, TenantEnvironment
 from engine.brain.flows.flow_models import FlowDef
 from engine.brain.flows.validate import check_flow
 from engine.brain.routing.rule_models import Rule
@@ -174,14 +174,16 @@ def _channel_refs(cond: Any, channels: dict[str, str]) -> list[str]:
     return found
 
 
-def resolve_secret(path: str, value: str) -> str:
-    """`env:NAME` reads the environment at load time, as engine.admin.tenant_file does for channel secrets."""
+def resolve_secret(path: str, value: str, env: TenantEnvironment = NOTHING) -> str:
+    """`env:NAME` reads the environment at load time, as engine.admin.tenant_file does for channel
+    secrets, and only the names env allows (never ENGINE_*)."""
     match = re.match(r"^env:([A-Za-z_][A-Za-z0-9_]*)$", value)
     if match is None:
         return value
-    if (found := os.environ.get(match.group(1))) is None:
-        raise DefinitionError([f"{path}: environment variable {match.group(1)} is not set"])
-    return found
+    try:
+        return env.require(match.group(1))
+    except NotAllowed as exc:
+        raise DefinitionError([f"{path}: {exc}"]) from None
 
 
 async def save_definitions(
@@ -192,6 +194,7 @@ async def save_definitions(
     *,
     known_channels: dict[str, str] | None = None,
     vault: Vault | None = None,
+    env: TenantEnvironment = NOTHING,
 ) -> list[str]:
     """Validate, then upsert the tenant's rules, flows, tools, FAQs and documents.
 
@@ -225,7 +228,7 @@ async def save_definitions(
         if "rules" in present:
             await _save_rules(conn, tenant_id, parsed.rules)
         if "tools" in present:
-            await _save_tools(conn, tenant_id, parsed.tools, vault)
+            await _save_tools(conn, tenant_id, parsed.tools, vault, env)
         if "flows" in present:
             await _save_flows(conn, tenant_id, parsed.flows, bots)
         if "faqs" in present:
@@ -254,10 +257,12 @@ async def _save_rules(conn: asyncpg.Connection, tenant_id: str, rules: list[Rule
     await conn.execute(sql.DELETE_RULES_EXCEPT, tenant_id, ids)
 
 
-async def _save_tools(conn: asyncpg.Connection, tenant_id: str, tools: list[HttpToolDef], vault: Vault | None) -> None:
+async def _save_tools(
+    conn: asyncpg.Connection, tenant_id: str, tools: list[HttpToolDef], vault: Vault | None, env: TenantEnvironment
+) -> None:
     ids = [str(stable_id(tenant_id, "tool", t.slug)) for t in tools]
     for i, (tid, t) in enumerate(zip(ids, tools, strict=True)):
-        secrets = {k: resolve_secret(f"tools[{i}].secrets.{k}", v) for k, v in t.secrets.items()}
+        secrets = {k: resolve_secret(f"tools[{i}].secrets.{k}", v, env) for k, v in t.secrets.items()}
         token = None
         if secrets and vault is not None:
             token = vault.encrypt_unless_same(await conn.fetchval(sql.SELECT_TOOL_SECRETS, tid), secrets)

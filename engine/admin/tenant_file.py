@@ -2,12 +2,13 @@
 
 Ids are derived from slugs (tenant slug, bot slug, channel slug), so loading the same file twice
 changes nothing and a channel's webhook URL stays the same across loads. A secret written as
-"env:NAME" is read from the environment at load time, so files can be committed without secrets.
+"env:NAME" is read from the environment at load time, so files can be committed without secrets;
+only the names the operator allows (engine.admin.environment, ENGINE_TENANT_ENV) can be read. A file
+that names a tenant that exists is an update, and only when the caller says so (`engine load --update`).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import orjson
 import yaml
 from pydantic import Field, ValidationError
 
+from engine.admin.environment import NOTHING, NotAllowed, TenantEnvironment
 from engine.admin.sections import DefinitionError, resolve_secret, save_definitions
 from engine.crypto import Vault
 from engine.models import ChannelType, stable_id
@@ -88,26 +90,31 @@ def format_errors(exc: ValidationError) -> str:
 _ENV_EXPANSION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def expand_env(text: str) -> str:
+def expand_env(text: str, env: TenantEnvironment = NOTHING) -> str:
     """${NAME} and ${NAME:-default} are replaced from the environment before parsing (as in
-    docker-compose files), so one file serves several environments. Comment lines are left as
-    they are."""
+    docker-compose files), so one file serves several environments; a name env does not allow is
+    unset (its default applies). ENGINE_* is never read. Comment lines are left as they are."""
 
     def value(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
-        if name in os.environ:
-            return os.environ[name]
-        if default is None:
-            raise BundleError(f"environment variable {name} is not set (write ${{{name}:-default}} for a default)")
-        return default
+        found = env.get(name)
+        if found is not None:
+            return found
+        if default is None or name.upper().startswith("ENGINE_"):
+            try:
+                env.require(name)
+            except NotAllowed as exc:
+                hint = "" if name.upper().startswith("ENGINE_") else f" (write ${{{name}:-default}} for a default)"
+                raise BundleError(f"{exc}{hint}") from None
+        return default or ""
 
     return "\n".join(
         line if line.lstrip().startswith("#") else _ENV_EXPANSION.sub(value, line) for line in text.split("\n")
     )
 
 
-def parse_bundle(text: str, name: str = "bundle") -> Bundle:
-    text = expand_env(text)
+def parse_bundle(text: str, name: str = "bundle", env: TenantEnvironment = NOTHING) -> Bundle:
+    text = expand_env(text, env)
     try:
         data = orjson.loads(text) if name.endswith(".json") else yaml.safe_load(text)
     except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
@@ -120,8 +127,8 @@ def parse_bundle(text: str, name: str = "bundle") -> Bundle:
     return bundle
 
 
-def read_bundle(path: Path) -> Bundle:
-    return parse_bundle(path.read_text(), path.name)
+def read_bundle(path: Path, env: TenantEnvironment = NOTHING) -> Bundle:
+    return parse_bundle(path.read_text(), path.name, env)
 
 
 def tenant_id(slug: str) -> str:
@@ -139,31 +146,48 @@ def channel_id(tenant: str, slug: str) -> str:
 BRAIN_SECTIONS = ("rules", "flows", "tools", "faqs", "documents")
 
 
-async def load_bundle(pool: asyncpg.Pool, vault: Vault, bundle: Bundle) -> tuple[dict[str, str], list[str]]:
-    """Create or update the tenant and everything in the bundle in one transaction.
-    Returns ({channel slug: channel id}, warnings). A brain section (rules, flows, ...) present in
-    the file replaces that kind of definition for the tenant; one absent leaves it alone."""
+async def load_bundle(
+    pool: asyncpg.Pool,
+    vault: Vault,
+    bundle: Bundle,
+    *,
+    update: bool = False,
+    env: TenantEnvironment = NOTHING,
+) -> tuple[dict[str, str], list[str]]:
+    """Create the tenant and everything in the bundle in one transaction, or update it when update is
+    true (a tenant that exists is refused otherwise: two files must not overwrite each other's tenant
+    by choosing the same slug). Returns ({channel slug: channel id}, warnings). A brain section (rules,
+    flows, ...) present in the file replaces that kind of definition for the tenant; one absent leaves
+    it alone. env: the variables env:NAME secrets may read."""
     tid = tenant_id(bundle.tenant.slug)
     bots = {b.slug: bot_id(tid, b.slug) for b in bundle.bots}
     channel_ids: dict[str, str] = {}
     async with pool.acquire() as conn, conn.transaction():
         t = bundle.tenant
+        if not update and await store.tenant_exists(conn, tid):
+            raise BundleError(f"tenant.slug: tenant {t.slug!r} exists; `engine load --update FILE` updates it")
         await store.upsert_tenant(conn, tid, t.slug, t.name, t.timezone)
         for b in bundle.bots:
             await store.upsert_bot(conn, bots[b.slug], tid, b.slug, b.name, b.welcome_text, b.echo, b.settings)
         section = {k: getattr(bundle, k) for k in BRAIN_SECTIONS if k in bundle.model_fields_set}
         try:
             for i, c in enumerate(bundle.channels):
-                secrets = {k: resolve_secret(f"channels[{i}].secrets.{k}", v) for k, v in c.secrets.items()}
+                secrets = {k: resolve_secret(f"channels[{i}].secrets.{k}", v, env) for k, v in c.secrets.items()}
                 cid = channel_id(tid, c.slug)
                 credentials = vault.encrypt_unless_same(await store.channel_credentials(conn, cid), secrets)
                 bot = bots[c.bot] if c.bot else None
-                await store.upsert_channel(
-                    conn, cid, tid, bot, c.slug, c.type.value, c.external_id, credentials, c.config, c.active
-                )
+                try:
+                    await store.upsert_channel(
+                        conn, cid, tid, bot, c.slug, c.type.value, c.external_id, credentials, c.config, c.active
+                    )
+                except asyncpg.UniqueViolationError:  # (type, external_id): one account, one channel
+                    raise BundleError(
+                        f"channels[{i}].external_id: {c.type.value} account {c.external_id!r} "
+                        "belongs to another channel"
+                    ) from None
                 channel_ids[c.slug] = cid
             warnings = await save_definitions(
-                conn, tid, section, bots, known_channels=channel_ids, vault=vault
+                conn, tid, section, bots, known_channels=channel_ids, vault=vault, env=env
             ) if section else []  # fmt: skip
         except DefinitionError as exc:
             raise BundleError(str(exc)) from None

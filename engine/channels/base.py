@@ -7,6 +7,8 @@ Modules never touch the bus or the database; the receiver and the sender do that
 
 from __future__ import annotations
 
+import hmac
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -14,7 +16,10 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
+from engine import metrics
 from engine.models import ChannelInfo, ChannelType, InboundEvent, OutboundMessage, SendError, SendResult, StatusEvent
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,31 @@ class Channel(Protocol):
         self, http: aiohttp.ClientSession, base_url: str, channel: ChannelInfo, message: OutboundMessage
     ) -> SendResult:
         """Deliver one message; raise models.SendError (retryable or not) when the platform refuses."""
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison of a header value with a secret. A header that is not valid UTF-8
+    (aiohttp hands it over with surrogate escapes) is simply not the secret: 401, never 500."""
+    try:
+        given_bytes = given.encode()
+    except UnicodeEncodeError:
+        return False
+    return bool(expected) and hmac.compare_digest(given_bytes, expected.encode())
+
+
+def bound(channel: ChannelInfo, *account_ids: object) -> bool:
+    """Whether a body's platform account id (WhatsApp phone_number_id, Meta recipient page / account
+    id, Slack team_id or api_app_id) is the channel's external_id. Several channels can share one
+    app secret, so a valid signature alone does not say which number or page a body is for. A channel
+    without an external_id accepts any. A body for another account is dropped and counted
+    (engine_events_unbound_total), never stored under this channel or answered with its token."""
+    if not channel.external_id:
+        return True
+    if any(str(a) == channel.external_id for a in account_ids if a is not None):
+        return True
+    metrics.EVENTS_UNBOUND.labels(channel.type.value).inc()
+    log.warning("webhook event for another account dropped (channel %s)", channel.id)
+    return False
 
 
 def load_json(body: bytes) -> object:

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from engine.channels import meta
-from engine.channels.base import Event, MalformedBody, WebhookReply, WebhookRequest, load_json
+from engine.channels.base import Event, MalformedBody, WebhookReply, WebhookRequest, bound, load_json
 from engine.models import (
     ChannelInfo,
     ChannelType,
@@ -48,7 +48,9 @@ class MessengerChannel:
         try:
             for entry in doc["entry"]:
                 for item in entry.get("messaging") or ():
-                    events.extend(_events(channel, item))
+                    echo = bool((item.get("message") or {}).get("is_echo"))  # from the page: no binding
+                    if echo or bound(channel, item["recipient"]["id"]):
+                        events.extend(_events(channel, item))
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise MalformedBody(f"Messenger webhook lacks a required field: {exc!r}") from None
         return events

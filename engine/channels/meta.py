@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from engine.channels.base import Unauthorized, WebhookReply, WebhookRequest, post
+from engine.channels.base import Unauthorized, WebhookReply, WebhookRequest, post, same_secret
 from engine.models import ChannelInfo, SendError
 
 log = logging.getLogger(__name__)
@@ -40,11 +40,7 @@ def handshake(request: WebhookRequest, channel: ChannelInfo) -> WebhookReply | N
         return None
     expected = channel.secrets.get("verify_token", "")
     given = request.query.get("hub.verify_token", "")
-    if (
-        request.query.get("hub.mode") != "subscribe"
-        or not expected
-        or not hmac.compare_digest(given.encode(), expected.encode())
-    ):
+    if request.query.get("hub.mode") != "subscribe" or not same_secret(given, expected):
         raise Unauthorized("hub.mode / hub.verify_token do not match", status=403)
     return WebhookReply(200, request.query.get("hub.challenge", ""))
 
@@ -60,7 +56,7 @@ def verify(request: WebhookRequest, channel: ChannelInfo) -> None:
     given = request.headers.get(SIGNATURE_HEADER, "")
     if not app_secret or not given:
         raise Unauthorized("missing X-Hub-Signature-256")
-    if not hmac.compare_digest(given.strip().lower().encode(), signature(app_secret, request.body).encode()):
+    if not same_secret(given.strip().lower(), signature(app_secret, request.body)):
         raise Unauthorized("X-Hub-Signature-256 does not match the body")
 
 

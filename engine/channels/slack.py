@@ -27,7 +27,17 @@ from typing import Any
 import aiohttp
 import orjson
 
-from engine.channels.base import Event, MalformedBody, Unauthorized, WebhookReply, WebhookRequest, load_json, post
+from engine.channels.base import (
+    Event,
+    MalformedBody,
+    Unauthorized,
+    WebhookReply,
+    WebhookRequest,
+    bound,
+    load_json,
+    post,
+    same_secret,
+)
 from engine.models import ChannelInfo, ChannelType, InboundEvent, MessageType, OutboundMessage, SendError, SendResult
 
 log = logging.getLogger(__name__)
@@ -72,17 +82,21 @@ class SlackChannel:
             raise Unauthorized("missing X-Slack-Signature or X-Slack-Request-Timestamp")
         try:
             age = abs(self.clock() - int(timestamp))
-        except ValueError:
+            signature(secret, timestamp, b"")  # a timestamp that is not UTF-8 is refused here, not with a 500
+        except (ValueError, UnicodeEncodeError):
             raise Unauthorized("X-Slack-Request-Timestamp is not an integer") from None
         if age > MAX_AGE:
             raise Unauthorized("X-Slack-Request-Timestamp outside the 5 minute window")
-        if not hmac.compare_digest(given.encode(), signature(secret, timestamp, request.body).encode()):
+        if not same_secret(given, signature(secret, timestamp, request.body)):
             raise Unauthorized("X-Slack-Signature does not match the body")
 
     def parse(self, request: WebhookRequest, channel: ChannelInfo) -> list[Event]:
         try:
             if _is_form(request):
-                return _interaction_events(channel, _form_payload(request.body))
+                payload = _form_payload(request.body)
+                team = (payload.get("team") or {}).get("id") or (payload.get("user") or {}).get("team_id")
+                clicks = _interaction_events(channel, payload)
+                return clicks if not clicks or bound(channel, team, payload.get("api_app_id")) else []
             doc = load_json(request.body)
             if not isinstance(doc, dict) or "type" not in doc:
                 raise MalformedBody("a Slack event is an object with a type")
@@ -91,6 +105,8 @@ class SlackChannel:
                     log.warning("slack throttles this app's events", extra={"team": doc.get("team_id")})
                 return []
             event = _message_event(channel, doc)
+            if event is not None and not bound(channel, doc.get("team_id"), doc.get("api_app_id")):
+                return []  # another workspace's (or app's) event, signed with a shared secret
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise MalformedBody(f"Slack payload lacks a required field: {exc!r}") from None
         return [event] if event else []

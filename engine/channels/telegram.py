@@ -6,13 +6,21 @@ key is update_id; a conversation is a chat (plus a forum topic when there is one
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import Any
 
 import aiohttp
 
-from engine.channels.base import Event, MalformedBody, Unauthorized, WebhookReply, WebhookRequest, load_json, post
+from engine.channels.base import (
+    Event,
+    MalformedBody,
+    Unauthorized,
+    WebhookReply,
+    WebhookRequest,
+    load_json,
+    post,
+    same_secret,
+)
 from engine.models import (
     ChannelInfo,
     ChannelType,
@@ -40,7 +48,7 @@ class TelegramChannel:
     def verify(self, request: WebhookRequest, channel: ChannelInfo) -> None:
         expected = channel.secrets.get("secret_token", "")
         given = request.headers.get(SECRET_HEADER, "")
-        if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        if not same_secret(given, expected):
             raise Unauthorized("missing or wrong X-Telegram-Bot-Api-Secret-Token")
 
     def parse(self, request: WebhookRequest, channel: ChannelInfo) -> list[Event]:

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 
 from engine.channels import meta
-from engine.channels.base import Event, MalformedBody, WebhookReply, WebhookRequest, load_json
+from engine.channels.base import Event, MalformedBody, WebhookReply, WebhookRequest, bound, load_json
 from engine.models import (
     ChannelInfo,
     ChannelType,
@@ -113,6 +113,8 @@ class WhatsAppChannel:
                     if change.get("field") != "messages":
                         continue  # template status, account updates, ...: acknowledged, not events
                     value = change["value"]
+                    if not bound(channel, value["metadata"]["phone_number_id"]):
+                        continue  # a number sharing this app secret, not this channel's
                     events.extend(_message_event(channel, value, m) for m in value.get("messages") or ())
                     for status in value.get("statuses") or ():
                         if (event := _status_event(channel, value, status)) is not None:

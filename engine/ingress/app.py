@@ -17,10 +17,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from engine import channels, metrics
 from engine.bus.topology import Topology
 from engine.channels.base import MalformedBody, Unauthorized, WebhookRequest
-from engine.crypto import Vault
+from engine.crypto import CredentialError, Vault
+from engine.ingress import guards
 from engine.ingress.publisher import BrokerUnavailable, Publisher
-from engine.models import ChannelType, InboundEvent
+from engine.models import ChannelInfo, ChannelType, InboundEvent
 from engine.settings import Settings
+from engine.store import credentials
 from engine.store.channels import ChannelDirectory
 from engine.store.pool import TRANSIENT_ERRORS, create_pool, ping
 
@@ -31,6 +33,7 @@ DIRECTORY = web.AppKey("directory", ChannelDirectory)
 PUBLISHER = web.AppKey("publisher", Publisher)
 POOL = web.AppKey("pool", asyncpg.Pool)
 RETRY_AFTER = "5"  # seconds; a broker or database restart usually takes about that
+VAULT = web.AppKey("vault", Vault)
 
 
 def _outcome(request: web.Request, channel_type: str, outcome: str, status: int, reason: str) -> web.Response:
@@ -48,6 +51,26 @@ def _outcome(request: web.Request, channel_type: str, outcome: str, status: int,
     return web.json_response({"error": outcome, "detail": reason}, status=status, headers=headers)
 
 
+async def _channel_and_body(
+    request: web.Request, type_name: str, channel_type: ChannelType
+) -> tuple[ChannelInfo, bytes] | web.Response:
+    """The channel the URL names and the raw body, or the response that refuses the request."""
+    settings = request.app[SETTINGS]
+    try:
+        channel = await request.app[DIRECTORY].get(request.match_info["channel_id"])
+    except (*TRANSIENT_ERRORS, CredentialError) as exc:  # the database is away and the channel is not cached
+        return _outcome(request, type_name, "unavailable", 503, f"database unavailable ({type(exc).__name__})")
+    if channel is None or not channel.active or channel.type is not channel_type:
+        return _outcome(request, type_name, "unknown_channel", 404, "no active channel with that id")
+    try:
+        body = await guards.read_body(request, settings.body_read_timeout)
+    except web.HTTPRequestEntityTooLarge:
+        return _outcome(request, type_name, "too_large", 413, f"body over {settings.max_body_bytes} bytes")
+    except TimeoutError:
+        return _outcome(request, type_name, "slow_body", 408, f"body not read in {settings.body_read_timeout:g}s")
+    return channel, body
+
+
 async def webhook(request: web.Request) -> web.StreamResponse:
     type_name = request.match_info["channel_type"]
     try:
@@ -55,17 +78,11 @@ async def webhook(request: web.Request) -> web.StreamResponse:
         impl = channels.get(channel_type)
     except (ValueError, KeyError):
         return _outcome(request, "unknown", "unknown_channel", 404, f"unknown channel type {type_name!r}")
-    try:
-        channel = await request.app[DIRECTORY].get(request.match_info["channel_id"])
-    except TRANSIENT_ERRORS as exc:  # the database is away and the channel is not cached
-        return _outcome(request, type_name, "unavailable", 503, f"database unavailable ({type(exc).__name__})")
-    if channel is None or not channel.active or channel.type is not channel_type:
-        return _outcome(request, type_name, "unknown_channel", 404, "no active channel with that id")
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[SETTINGS].max_body_bytes
-        return _outcome(request, type_name, "too_large", 413, f"body over {limit} bytes")
+    found = await _channel_and_body(request, type_name, channel_type)
+    if isinstance(found, web.Response):
+        return found
+    channel, body = found
+    settings = request.app[SETTINGS]
     raw = WebhookRequest(request.method, request.headers, request.query, body)
 
     try:
@@ -79,11 +96,13 @@ async def webhook(request: web.Request) -> web.StreamResponse:
         if reply is not None:
             metrics.WEBHOOKS.labels(type_name, "handshake").inc()
             return web.Response(status=reply.status, text=reply.text, content_type=reply.content_type)
-        events = impl.parse(raw, channel)
+        events = guards.parse_events(impl, raw, channel, settings.max_events_per_request)
     except Unauthorized as exc:
         return _outcome(request, type_name, "unauthorized", exc.status, str(exc))
     except MalformedBody as exc:
         return _outcome(request, type_name, "malformed", 400, str(exc))
+    except guards.TooManyEvents as exc:
+        return _outcome(request, type_name, "too_many_events", 413, str(exc))
 
     if not events:
         metrics.EVENTS_IGNORED.labels(type_name).inc()
@@ -106,10 +125,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    checks = {"broker": request.app[PUBLISHER].ready, "database": False}
+    checks = {"broker": request.app[PUBLISHER].ready, "database": False, "master_key": False}
     try:
         await ping(request.app[POOL])
         checks["database"] = True
+        checks["master_key"] = await credentials.master_key_ok(request.app[POOL], request.app[VAULT])
     except Exception as exc:  # any failure means not ready; say which
         log.warning("readiness: database check failed: %s", type(exc).__name__)
     ok = all(checks.values())
@@ -123,7 +143,9 @@ async def metrics_view(request: web.Request) -> web.Response:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, middlewares=[guards.inflight_limit(settings.max_inflight)]
+    )
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_resources)
     route = "/webhooks/{channel_type}/{channel_id}"
@@ -131,7 +153,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get(route, webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_view)
+    if settings.metrics_on_webhook_port:  # off by default: the webhook port is public
+        app.router.add_get("/metrics", metrics_view)
     return app
 
 
@@ -140,7 +163,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pool = await create_pool(settings.database_url)
     app[POOL] = pool
-    app[DIRECTORY] = ChannelDirectory(pool, Vault(settings.master_key), settings.channel_cache_ttl)
+    vault = await credentials.check_master_key(pool, settings.master_key)  # refuses to start with a wrong key
+    app[VAULT] = vault
+    app[DIRECTORY] = ChannelDirectory(pool, vault, settings.channel_cache_ttl, settings.unknown_channel_cache)
     topology = Topology.of(settings)
     publisher = Publisher(settings.amqp_url, topology, "engine-receiver", settings.publish_timeout)
     await publisher.start()

@@ -1,13 +1,16 @@
 """Channel rows, with their credentials decrypted only in memory, behind a short TTL cache.
 
 Receivers and senders look a channel up on every webhook or send; the cache turns that into one
-query per channel every few seconds, and a deactivated channel stops within the TTL.
+query per channel every few seconds, and a deactivated channel stops within the TTL. Ids that name no
+channel (made up by whoever posts to the webhook URL) are remembered in a separate LRU of bounded
+size, so a flood of them costs one query each at most and never evicts a known channel.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections import OrderedDict
 
 import asyncpg
 
@@ -15,7 +18,7 @@ from engine.crypto import Vault
 from engine.models import ChannelInfo, ChannelType
 from engine.store.pool import TRANSIENT_ERRORS
 
-MAX_CACHED = 10_000
+MAX_MISSES = 10_000
 SELECT_CHANNEL = """
 SELECT id::text, tenant_id::text, bot_id::text, type, external_id, credentials, config, active
 FROM channels WHERE id = $1
@@ -23,11 +26,13 @@ FROM channels WHERE id = $1
 
 
 class ChannelDirectory:
-    def __init__(self, pool: asyncpg.Pool, vault: Vault, ttl: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, vault: Vault, ttl: float, max_misses: int = MAX_MISSES) -> None:
         self._pool = pool
         self._vault = vault
         self._ttl = ttl
-        self._cache: dict[str, tuple[float, ChannelInfo | None]] = {}
+        self._max_misses = max(1, max_misses)
+        self._cache: dict[str, tuple[float, ChannelInfo]] = {}  # known channels: as many as there are rows
+        self._misses: OrderedDict[str, float] = OrderedDict()  # id -> expiry, least recently used first
 
     async def get(self, channel_id: str) -> ChannelInfo | None:
         """The channel, or None when the id is not a uuid or names no channel. While the database is
@@ -36,6 +41,10 @@ class ChannelDirectory:
         hit = self._cache.get(channel_id)
         if hit is not None and hit[0] > now:
             return hit[1]
+        missed = self._misses.get(channel_id)
+        if missed is not None and missed > now:
+            self._misses.move_to_end(channel_id)
+            return None
         try:
             key = uuid.UUID(channel_id)
         except ValueError:
@@ -58,11 +67,13 @@ class ChannelDirectory:
                 config=row["config"],
                 active=row["active"],
             )
-        if len(self._cache) >= MAX_CACHED:
-            # Webhooks to made-up ids are cached as misses too (so they cost no query each);
-            # keep that from growing without bound.
-            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
-            if len(self._cache) >= MAX_CACHED:
-                self._cache.clear()
-        self._cache[channel_id] = (now + self._ttl, info)
+        if info is None:
+            self._cache.pop(channel_id, None)
+            self._misses[channel_id] = now + self._ttl
+            self._misses.move_to_end(channel_id)
+            while len(self._misses) > self._max_misses:
+                self._misses.popitem(last=False)
+        else:
+            self._misses.pop(channel_id, None)
+            self._cache[channel_id] = (now + self._ttl, info)
         return info

@@ -26,6 +26,7 @@ WHERE (bot_configuration.welcome_text, bot_configuration.echo, bot_configuration
       IS DISTINCT FROM (EXCLUDED.welcome_text, EXCLUDED.echo, EXCLUDED.settings)
 """
 SELECT_CHANNEL_CREDENTIALS = "SELECT credentials FROM channels WHERE id = $1"
+TENANT_EXISTS = "SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1)"
 UPSERT_CHANNEL = """
 INSERT INTO channels (id, tenant_id, bot_id, slug, type, external_id, credentials, config, active)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -36,6 +37,10 @@ WHERE (channels.bot_id, channels.type, channels.external_id, channels.credential
       IS DISTINCT FROM (EXCLUDED.bot_id, EXCLUDED.type, EXCLUDED.external_id, EXCLUDED.credentials,
                         EXCLUDED.config, EXCLUDED.active)
 """
+
+
+async def tenant_exists(conn: asyncpg.Connection, tenant_id: str) -> bool:
+    return bool(await conn.fetchval(TENANT_EXISTS, tenant_id))
 
 
 async def upsert_tenant(conn: asyncpg.Connection, tenant_id: str, slug: str, name: str, timezone: str) -> None:

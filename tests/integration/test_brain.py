@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import aiohttp
 import asyncpg
 import pytest
 import yaml
 from aiohttp import web
 
+from engine.admin.environment import TenantEnvironment
 from engine.admin.sections import DefinitionError, save_definitions
 from engine.admin.tenant_file import (
     BRAIN_SECTIONS,
@@ -28,6 +28,8 @@ from engine.admin.tenant_file import (
     tenant_id,
 )
 from engine.brain.catalog import Brain
+from engine.brain.tools import egress
+from engine.brain.tools.egress import EgressPolicy
 from engine.brain.tools.runner import CallContext, Toolbox
 from engine.crypto import Vault
 from engine.models import ChannelType, Contact, Conversation, InboundEvent, MessageType, stable_id
@@ -60,7 +62,13 @@ async def shop_api(aiohttp_server: Any) -> str:
 @pytest.fixture
 def section(shop_api: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setenv("SHOP_API_TOKEN", "tok-123")
-    data = {k: v for k, v in yaml.safe_load(expand_env(EXAMPLE.read_text())).items() if k in BRAIN_SECTIONS}
+    data = {
+        k: v
+        for k, v in yaml.safe_load(
+            expand_env(EXAMPLE.read_text(), TenantEnvironment.allowing("SHOP_API_TOKEN"))
+        ).items()
+        if k in BRAIN_SECTIONS
+    }
     data["tools"][0]["url"] = shop_api
     return data
 
@@ -77,7 +85,7 @@ async def tenant(pool: asyncpg.Pool, vault: Vault, section: dict[str, Any]) -> d
 
 @pytest.fixture
 async def brain(pool: asyncpg.Pool, settings: Settings, tenant: Any) -> AsyncIterator[Brain]:
-    async with aiohttp.ClientSession() as http:
+    async with egress.session(EgressPolicy.parse("127.0.0.1", ""), 30) as http:
         b = Brain(pool, http, settings)
         await b.start()
         yield b
@@ -153,7 +161,7 @@ async def test_kb_search_and_memory(pool: asyncpg.Pool, tenant: Any) -> None:
     assert hits[0]["slug"] == "shipping-policy"
     assert "delivery" in hits[0]["snippet"].lower()
     assert await knowledge.search_documents(pool, TID, SHOP, "the and of") == []
-    async with aiohttp.ClientSession() as http:
+    async with egress.session(EgressPolicy.parse("127.0.0.1", ""), 30) as http:
         box = Toolbox(pool, http, {})
         ctx = CallContext(TID, SHOP, "conv-1", "contact-1", "k1")
         run, value = await box.call("memory_set", {"key": "size", "value": {"shoe": 38}}, ctx)
@@ -234,7 +242,7 @@ async def test_notify_reloads_the_tenant_and_running_conversations_keep_their_ve
 async def test_a_new_brain_fetches_an_old_flow_version(
     pool: asyncpg.Pool, settings: Settings, vault: Vault, tenant: dict[str, Any]
 ) -> None:
-    async with aiohttp.ClientSession() as http:
+    async with egress.session(EgressPolicy.parse("127.0.0.1", ""), 30) as http:
         first = Brain(pool, http, settings)
         await first.start()
         chat = Chat(first, key="chat-6")

@@ -1,23 +1,30 @@
-"""The receiver's channel cache: misses are cached too, and the cache stays bounded."""
+"""The receiver's channel cache: misses are cached in a bounded LRU that never evicts a known channel."""
 
 from __future__ import annotations
 
 import uuid
 
 import asyncpg
-import pytest
 
 from engine.crypto import Vault
-from engine.store import channels
+from engine.settings import Settings
 from engine.store.channels import ChannelDirectory
+from tests.harness import load_tenant
 
 
-async def test_made_up_channel_ids_do_not_grow_the_cache_without_bound(
-    pool: asyncpg.Pool, vault: Vault, monkeypatch: pytest.MonkeyPatch
+async def test_made_up_channel_ids_never_evict_known_channels(
+    settings: Settings, pool: asyncpg.Pool, vault: Vault
 ) -> None:
-    monkeypatch.setattr(channels, "MAX_CACHED", 5)
-    directory = ChannelDirectory(pool, vault, ttl=60)
-    for _ in range(12):
-        assert await directory.get(str(uuid.uuid4())) is None
-    assert len(directory._cache) <= 5
+    known = (await load_tenant(settings))["tg"]
+    directory = ChannelDirectory(pool, vault, ttl=60, max_misses=5)
+    assert (await directory.get(known)) is not None
+    made_up = [str(uuid.uuid4()) for _ in range(12)]
+    for channel_id in made_up:
+        assert await directory.get(channel_id) is None
+    assert len(directory._misses) == 5
+    assert list(directory._misses) == made_up[-5:]  # least recently used went first
+    assert known in directory._cache  # the flood did not touch it
+    await pool.execute("UPDATE channels SET active = false WHERE id = $1", uuid.UUID(known))
+    cached = await directory.get(known)
+    assert cached is not None and cached.active  # still served from the cache (no query) within the TTL
     assert await directory.get("not-a-uuid") is None  # refused before any query or cache entry

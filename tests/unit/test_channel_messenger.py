@@ -90,7 +90,7 @@ def test_every_event_kind() -> None:
 def test_instagram_envelope_and_echoes() -> None:
     events = parse(
         envelope(
-            item(message={"mid": "ig_1", "text": "hey"}),
+            item(message={"mid": "ig_1", "text": "hey"}, recipient={"id": "IGACCOUNT1"}),
             item(message={"mid": "ig_2", "text": "echo", "is_echo": True}),
             obj="instagram",
         ),

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import random
-import re
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import re2
 from pydantic import ValidationError
 
 from engine.brain.routing import compiled as c
@@ -16,7 +16,7 @@ from engine.brain.routing.matcher import compile_rules, sort_rules
 from engine.brain.routing.message import Message
 from engine.brain.routing.regex_words import required_words
 from engine.brain.routing.rule_models import Rule
-from engine.brain.routing.text import WORD, fold, regex_fold
+from engine.brain.routing.text import CASE_TWINS, fold, regex_words
 
 NAMES = Names(timezone="Europe/Madrid", bots={"shop": "bot-1"}, channels={"wa-main": "ch-wa"})
 # Wednesday 2026-01-14 10:30 in Madrid (09:30 UTC)
@@ -203,22 +203,27 @@ def test_required_words_of_a_regex(pattern: str, words: set[str] | None) -> None
 
 
 def test_regex_fold_is_sound() -> None:
-    """Every character IGNORECASE equates with an ASCII letter folds to that letter, and folding
-    never changes whether a character is a word character."""
-    letters = re.compile(r"[a-z]", re.IGNORECASE)
+    """Every character RE2 matches against an ASCII word character (case-insensitively) is an ASCII
+    word character or one of CASE_TWINS, and RE2's \\w is ASCII: the split of regex_words is RE2's."""
+    letters = re2.compile(r"(?i)[a-z0-9_]")
+    word = re2.compile(r"\w")
     for code in range(0x10000):
+        if 0xD800 <= code < 0xE000:
+            continue  # surrogates are not text
         ch = chr(code)
-        folded = regex_fold(ch)
-        assert len(folded) == 1
-        assert bool(WORD.fullmatch(ch)) == bool(WORD.fullmatch(folded))
         if letters.fullmatch(ch):
-            assert folded in "abcdefghijklmnopqrstuvwxyz", (hex(code), folded)
+            assert (ch.isascii() and (ch.isalnum() or ch == "_")) or ch in CASE_TWINS, hex(code)
+        assert bool(word.fullmatch(ch)) == (ch.isascii() and (ch.isalnum() or ch == "_")), hex(code)
+    assert regex_words("Ça va, ORDER 12") == {"a", "va", "order", "12"}
+    assert regex_words("\u212aey") is None
 
 
 def test_regex_rules_match_non_ascii_text() -> None:
-    long_s = "\u017ftatus ¿qué?"  # LATIN SMALL LETTER LONG S: IGNORECASE equates it with "s"
-    assert matches({"regex": r"(?i)\bstatus\b"}, msg(long_s))
+    long_s = "¿ \u017ftatus qué?"  # LATIN SMALL LETTER LONG S: RE2's (?i) equates it with "s"
+    assert matches({"regex": r"(?i) status\b"}, msg(long_s))
+    assert matches({"regex": r"(?i)\bkey\b"}, msg("a\u212aey"))  # KELVIN SIGN: k, and a \b before it
     assert matches({"regex": r"\bpedido\s+\d+"}, msg("Mi pedido 123, señor"))
+    assert matches({"regex": r"\border\b"}, msg("éorder"))  # RE2's \b is ASCII: é is not a word character
 
 
 def test_fold() -> None:

@@ -9,6 +9,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from engine.brain.tools import egress
+from engine.brain.tools.egress import EgressPolicy
 from engine.brain.tools.http import call_http, retry_after
 from engine.brain.tools.runner import CallContext, Toolbox
 from engine.brain.tools.tool_models import HttpTool, HttpToolDef
@@ -45,7 +47,8 @@ async def api(aiohttp_server: Any) -> tuple[Api, str]:
 
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
+    # The test servers listen on loopback, which tools may reach only when the operator allows it.
+    async with egress.session(EgressPolicy.parse("127.0.0.1", ""), 30) as s:
         yield s
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from engine.brain.flows.flow_models import Validation
 from engine.brain.routing.text import phrase
+from engine.patterns import compile_pattern
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]{2,}$")
 PHONE_NOISE = re.compile(r"[\s().\-]")
@@ -36,7 +37,7 @@ def check(rule: Validation, text: str | None, payload: str | None) -> tuple[bool
         return (True, digits) if PHONE.match(digits) else (False, None)
     if rule.kind == "regex":
         assert rule.pattern is not None
-        return (True, answer) if re.fullmatch(rule.pattern, answer) else (False, None)
+        return (True, answer) if compile_pattern(rule.pattern).fullmatch(answer) else (False, None)
     if (rule.min is not None and len(answer) < rule.min) or (rule.max is not None and len(answer) > rule.max):
         return False, None
     return True, answer

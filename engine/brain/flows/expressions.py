@@ -12,7 +12,10 @@ parser into frozen nodes, and an evaluator over a read-only scope.
 
 Names read variables, or message.text / message.payload / message.type, or contact.name /
 contact.<attribute>. Comparisons never raise: mismatched types compare false, numeric strings compare
-as numbers, contains is case- and accent-insensitive on text, matches is re.search.
+as numbers, contains is case- and accent-insensitive on text, matches is an RE2 search (engine.patterns).
+The one exception: a pattern that RE2 refuses, read from a variable at run time, raises ExpressionError
+(a literal one is refused when the expression is saved). Nesting is bounded (MAX_DEPTH), so a deeply
+nested expression is an ExpressionError at save time, not a RecursionError.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from functools import lru_cache
 from typing import Any
 
 from engine.brain.routing.text import fold
+from engine.patterns import PatternError, compile_pattern
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -35,6 +39,8 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 KEYWORDS = {"and", "or", "not", "in", "contains", "matches", "startswith", "true", "false", "null"}
+MAX_DEPTH = 32  # nested parentheses, brackets and nots
+MAX_SOURCE = 4000  # characters of one expression
 COMPARISONS = {"==", "!=", "<", "<=", ">", ">=", "in", "not in", "contains", "matches", "startswith"}
 
 
@@ -99,8 +105,17 @@ def tokenize(source: str) -> list[tuple[str, str, int]]:
 class _Parser:
     def __init__(self, source: str) -> None:
         self.source = source
+        if len(source) > MAX_SOURCE:
+            raise ExpressionError(f"expression longer than {MAX_SOURCE} characters")
         self.tokens = tokenize(source)
         self.i = 0
+        self.depth = 0
+
+    def nest(self, token: tuple[str, str, int]) -> None:
+        """One level deeper; the recursive descent stops at MAX_DEPTH with a clear error."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ExpressionError(f"nested deeper than {MAX_DEPTH} levels at column {token[2] + 1}")
 
     def peek(self, offset: int = 0) -> tuple[str, str, int] | None:
         j = self.i + offset
@@ -140,8 +155,10 @@ class _Parser:
 
     def not_(self) -> Node:
         if self.at("not"):
-            self.take()
-            return NotOp(self.not_())
+            self.nest(self.take())
+            node = NotOp(self.not_())
+            self.depth -= 1
+            return node
         return self.compare()
 
     def compare(self) -> Node:
@@ -159,13 +176,14 @@ class _Parser:
         right = self.operand()
         if op == "matches" and isinstance(right, Lit):
             try:
-                re.compile(str(right.value))
-            except re.error as exc:
-                raise ExpressionError(f"invalid regex {right.value!r}: {exc}") from None
+                compile_pattern(str(right.value))
+            except PatternError as exc:
+                raise ExpressionError(str(exc)) from None
         return Compare(op, left, right)
 
     def operand(self) -> Node:
-        kind, text, pos = self.take()
+        token = self.take()
+        kind, text, pos = token
         if kind == "number":
             return Lit(float(text) if "." in text else int(text))
         if kind == "string":
@@ -175,16 +193,20 @@ class _Parser:
         if text in ("true", "false", "null"):
             return Lit({"true": True, "false": False, "null": None}[text])
         if text == "(":
+            self.nest(token)
             node = self.or_()
             self.take(")")
+            self.depth -= 1
             return node
         if text == "[":
+            self.nest(token)
             items: list[Node] = []
             while not self.at("]"):
                 items.append(self.operand())
                 if not self.at("]"):
                     self.take(",")
             self.take("]")
+            self.depth -= 1
             return ListOf(tuple(items))
         raise ExpressionError(f"unexpected {text!r} at column {pos + 1}")
 
@@ -264,7 +286,12 @@ def compare(op: str, left: Any, right: Any) -> bool:
     if op == "startswith":
         return isinstance(left, str) and isinstance(right, str) and fold(left).startswith(fold(right))
     if op == "matches":
-        return isinstance(left, str) and re.search(str(right), left) is not None
+        if not isinstance(left, str):
+            return False
+        try:
+            return compile_pattern(str(right)).search(left)
+        except PatternError as exc:  # a pattern from a variable: the condition node's error
+            raise ExpressionError(str(exc)) from None
     raise ExpressionError(f"unknown operator {op}")
 
 

@@ -33,7 +33,7 @@ class Choice(Strict):
 class Validation(Strict):
     kind: Literal["text", "number", "email", "phone", "choice", "regex"] = "text"
     choices: list[Choice] = []
-    pattern: RegexPattern | None = None  # kind regex: re.fullmatch on the trimmed answer
+    pattern: RegexPattern | None = None  # kind regex: RE2 fullmatch on the trimmed answer
     min: float | None = None  # number: value bounds; text: length bounds
     max: float | None = None
 

@@ -193,8 +193,15 @@ def _answer(turn: Turn, node: d.AskNode) -> Step:
 
 
 async def _condition(turn: Turn, flow: Flow, node: d.ConditionNode) -> Step:
-    for branch in node.branches:
-        if expressions.truthy(expressions.evaluate(expressions.parse(branch.when), turn.resolve)):
+    for i, branch in enumerate(node.branches):
+        try:
+            hit = expressions.truthy(expressions.evaluate(expressions.parse(branch.when), turn.resolve))
+        except expressions.ExpressionError as exc:
+            # Only a pattern read from a variable gets here (saved expressions parse): the node's
+            # error, recorded, and the branch does not hold; never an exception that dead-letters.
+            turn.outcome.errors.append(f"flow {flow.slug}: condition at node {node.id}: branches[{i}]: {exc}")
+            continue
+        if hit:
             return branch.next
     return node.else_
 

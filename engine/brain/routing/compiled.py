@@ -6,13 +6,13 @@ what a set lookup or a regex search needs.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engine.brain.routing.message import LocalClock, Message
 from engine.brain.routing.text import bucket
 from engine.models import Button
+from engine.patterns import Pattern
 
 
 class Cond(Protocol):
@@ -107,10 +107,10 @@ class Equals:
 
 @dataclass(frozen=True, slots=True)
 class Regex:
-    pattern: re.Pattern[str]
+    pattern: Pattern  # RE2: linear in the (capped) text
 
     def test(self, m: Message) -> bool:
-        return self.pattern.search(m.text) is not None
+        return self.pattern.search(m.text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,6 @@ Plain functions and frozen dataclasses: no I/O.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +17,7 @@ from engine.brain.routing.message import clock
 from engine.brain.routing.rule_models import DAYS, Action, Condition
 from engine.brain.routing.text import phrase
 from engine.models import Button
+from engine.patterns import compile_pattern
 
 Key = tuple[str, Any]
 # Most selective first: an index key from a more selective kind wins.
@@ -71,7 +71,7 @@ def compile_condition(cond: Condition | None, names: Names) -> c.Cond:  # noqa: 
     if cond.equals is not None:
         return c.Equals(frozenset(f" {phrase(p)} " for p in cond.equals))
     if cond.regex is not None:
-        return c.Regex(re.compile(cond.regex))
+        return c.Regex(compile_pattern(cond.regex))
     if cond.payload is not None:
         return c.Payload(frozenset(cond.payload))
     if cond.attribute is not None:

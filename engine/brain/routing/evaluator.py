@@ -2,12 +2,11 @@
 
 No index and no channel pre-pass. It is the reference the compiled matcher is checked against (in
 tests and in the benchmark, on the same messages) and the benchmark's baseline. Regexes compile once
-through re's own cache, and the message text is folded once per message (Message), as anyone would.
+through the pattern cache, and the message text is folded once per message (Message), as anyone would.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -17,6 +16,7 @@ from engine.brain.routing.compiler import Names, compile_action, minutes
 from engine.brain.routing.message import Message
 from engine.brain.routing.rule_models import DAYS, Condition, Rule
 from engine.brain.routing.text import bucket, phrase
+from engine.patterns import compile_pattern
 
 
 def evaluate(rules: Sequence[Rule], m: Message, names: Names) -> c.Decision:
@@ -55,7 +55,7 @@ def holds(cond: Condition | None, m: Message, names: Names) -> bool:  # noqa: C9
     if cond.equals is not None:
         return any(m.spaced == f" {phrase(v)} " for v in cond.equals)
     if cond.regex is not None:
-        return re.search(cond.regex, m.text) is not None
+        return compile_pattern(cond.regex).search(m.text)
     if cond.payload is not None:
         return m.payload is not None and m.payload in cond.payload
     if cond.attribute is not None:

@@ -111,11 +111,7 @@ class ChannelMatcher:
             if hit is not None:
                 found.update(hit)
         if self.rxwords:  # non-ASCII text needs its own split for regex keys: only when some rule has one
-            get = self.rxwords.get
-            for word in m.regex_words:
-                hit = get(word)
-                if hit is not None:
-                    found.update(hit)
+            self._regex_candidates(m, found)
         if self.first and m.first in self.first:
             found.update(self.first[m.first])
         if self.equals and m.spaced in self.equals:
@@ -131,6 +127,18 @@ class ChannelMatcher:
         if m.attributes and (self.attr_names or self.exists):
             self._attribute_candidates(m.attributes, found)
         return sorted(found)
+
+    def _regex_candidates(self, m: Message, found: set[int]) -> None:
+        rx_words = m.regex_words
+        if rx_words is None:  # no split is sure for this text: every regex rule is a candidate
+            for positions in self.rxwords.values():
+                found.update(positions)
+            return
+        get = self.rxwords.get
+        for word in rx_words:
+            hit = get(word)
+            if hit is not None:
+                found.update(hit)
 
     def _attribute_candidates(self, attributes: dict[str, Any], found: set[int]) -> None:
         attr, exists = self.attr, self.exists

@@ -10,13 +10,14 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from engine.brain.routing.text import WORD, fold, regex_fold
+from engine.brain.routing.text import WORD, fold, regex_words
 from engine.models import Contact, Conversation, InboundEvent
 
 
 class Message:
     __slots__ = (
         "_regex_words",
+        "_regex_words_known",
         "_spaced",
         "attributes",
         "channel_id",
@@ -62,6 +63,7 @@ class Message:
         self.first = self.word_list[0] if self.word_list else ""
         self._spaced: str | None = None
         self._regex_words: frozenset[str] | None = None
+        self._regex_words_known = False
 
     @classmethod
     def of(cls, event: InboundEvent, conversation: Conversation, contact: Contact) -> Message:
@@ -86,13 +88,12 @@ class Message:
         return self._spaced
 
     @property
-    def regex_words(self) -> frozenset[str]:
-        """Words of the text under regex_fold; equal to .words for ASCII text (the fast path)."""
-        if self._regex_words is None:
-            if self.text.isascii():
-                self._regex_words = self.words
-            else:
-                self._regex_words = frozenset(WORD.findall(regex_fold(self.text)))
+    def regex_words(self) -> frozenset[str] | None:
+        """text.regex_words of the text (None: no split is sure, test every regex rule); equal to
+        .words for ASCII text (the fast path)."""
+        if not self._regex_words_known:
+            self._regex_words = self.words if self.text.isascii() else regex_words(self.text)
+            self._regex_words_known = True
         return self._regex_words
 
 

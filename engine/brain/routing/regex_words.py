@@ -2,14 +2,17 @@
 
 For `\\border\\s*#?\\d+` nothing is certain (it matches "order5", whose only word is "order5"), but for
 `\\b(?:track|where)\\b.*\\border\\s+\\d+` the text must hold the whole word "order", so the rule only
-needs testing for messages with that word. The result is a set S such that any match implies one
-word of S among the message's words under text.regex_fold; None when no such set can be proven.
+needs testing for messages with that word. The result is a set S such that any match (on RE2, whose
+\\w and \\b are ASCII) implies one word of S among text.regex_words(message); None when no such set
+can be proven. The pattern is read with Python's own parser: where RE2's syntax differs (POSIX classes
+such as [[:alpha:]], \\pL, \\Q...\\E) the pattern is either refused by that parser or left unindexed.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
+import warnings
 from typing import Any
 
 try:  # Python 3.11+ moved sre_parse here; the old name warns.
@@ -42,8 +45,12 @@ class _Unsafe(Exception):
 
 
 def required_words(pattern: str) -> frozenset[str] | None:
+    if "[:" in pattern:  # a POSIX class to RE2, a plain set of characters to Python's parser
+        return None
     try:
-        parsed = sre_parse.parse(pattern)
+        with warnings.catch_warnings():  # "possible nested set" and the like: only RE2's reading counts
+            warnings.simplefilter("ignore")
+            parsed = sre_parse.parse(pattern)
         if parsed.state.flags & (re.ASCII | re.LOCALE):
             return None
         return _required(list(parsed))

@@ -79,7 +79,7 @@ class Condition(Strict):
     contains: list[str] | None = None  # any of these words or phrases, whole words
     starts_with: list[str] | None = None  # the message's first words
     equals: list[str] | None = None  # the message's words, exactly
-    regex: RegexPattern | None = None  # re.search on the raw text
+    regex: RegexPattern | None = None  # RE2 search on the raw text (engine.patterns)
     payload: list[str] | None = None  # button / postback payload
     attribute: AttributeCondition | None = None  # contact attribute
     new_conversation: bool | None = None
