@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     graph_api_base: str = "https://graph.facebook.com/v25.0"  # WhatsApp, Messenger, Instagram
     slack_api_base: str = "https://slack.com/api"
 
-    # Where tools may connect besides public addresses (engine.tools.egress): host names or literal
+    # Where tools may connect besides public addresses (engine.brain.tools.egress): host names or literal
     # addresses, and CIDRs, comma-separated. Loopback, private, link-local (metadata), multicast and
     # reserved addresses are refused otherwise.
     tool_allow_hosts: str = ""

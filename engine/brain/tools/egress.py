@@ -5,7 +5,7 @@ must not reach loopback, private, link-local (cloud metadata at 169.254.169.254)
 or otherwise non-global addresses, IPv4 or IPv6 (IPv4-mapped IPv6 included). The check runs where
 the connection is made: GuardedConnector resolves the host and refuses the request unless every
 address it would connect to is allowed, so a DNS answer cannot change between the check and the
-connect. Redirects are followed by the caller one hop at a time (engine.tools.http), so each hop goes
+connect. Redirects are followed by the caller one hop at a time (engine.brain.tools.http), so each hop goes
 through the same check.
 
 ENGINE_TOOL_ALLOW_HOSTS (host names or literal addresses, comma-separated) and

@@ -6,7 +6,7 @@ per attempt and is not retried: the request may have had its effect, and the con
 The key is derived from the inbound event and the flow step, so a redelivered message re-sends the
 same key and a tool that honours it does not repeat a side effect.
 
-Guards (docs/security.md): the session must be engine.tools.egress's (no loopback, private or
+Guards (docs/security.md): the session must be engine.brain.tools.egress's (no loopback, private or
 metadata address unless the operator allows it); redirects are followed here, hop by hop, at most
 MAX_REDIRECTS, each hop through the same guard, and never to another origin while the request carries
 one of the tool's secrets; the response is read in chunks and refused past max_response_bytes;
@@ -218,7 +218,7 @@ async def call_http(
         return CallResult(status, attempts, ms, shown, response, sanitize.redact(error, secrets), clean)
 
     if not isinstance(session.connector, GuardedConnector):
-        return done("error", None, "tools need the guarded HTTP session (engine.tools.egress)")
+        return done("error", None, "tools need the guarded HTTP session (engine.brain.tools.egress)")
     try:
         req = _render(tool, args, redact=False)
         req["headers"]["Idempotency-Key"] = idempotency_key
