@@ -113,7 +113,7 @@ async def webhook(request: web.Request) -> web.StreamResponse:
     try:
         await request.app[PUBLISHER].publish(events)
     except BrokerUnavailable as exc:
-        return _outcome(request, type_name, "unavailable", 503, str(exc))
+        return guards.unavailable(str(exc), type_name)  # 503 with Retry-After: the platform retries
     metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
     metrics.EVENTS_PUBLISHED.inc(sum(isinstance(e, InboundEvent) for e in events))
     metrics.WEBHOOKS.labels(type_name, "accepted").inc()
