@@ -187,7 +187,9 @@ async def _send(
 
 
 def _secrets_used(tool: HttpTool) -> list[str]:
-    return [v for v in tool.secrets.values() if v]
+    """The tool's secret values, and their percent-encoded forms (how a URL template carries them)."""
+    values = [v for v in tool.secrets.values() if v]
+    return values + [q for v in values if (q := quote(v, safe="")) != v]
 
 
 def _carries(req: dict[str, Any], secrets: list[str]) -> bool:
