@@ -34,6 +34,8 @@ PUBLISHER = web.AppKey("publisher", Publisher)
 POOL = web.AppKey("pool", asyncpg.Pool)
 RETRY_AFTER = "5"  # seconds; a broker or database restart usually takes about that
 VAULT = web.AppKey("vault", Vault)
+# A credential that does not decrypt (a wrong master key) is the operator's to fix: 503 too, never 500.
+LOOKUP_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, CredentialError)
 
 
 def _outcome(request: web.Request, channel_type: str, outcome: str, status: int, reason: str) -> web.Response:
@@ -58,7 +60,7 @@ async def _channel_and_body(
     settings = request.app[SETTINGS]
     try:
         channel = await request.app[DIRECTORY].get(request.match_info["channel_id"])
-    except (*TRANSIENT_ERRORS, CredentialError) as exc:  # the database is away and the channel is not cached
+    except LOOKUP_ERRORS as exc:  # the database is away and the channel is not cached
         return _outcome(request, type_name, "unavailable", 503, f"database unavailable ({type(exc).__name__})")
     if channel is None or not channel.active or channel.type is not channel_type:
         return _outcome(request, type_name, "unknown_channel", 404, "no active channel with that id")
@@ -113,7 +115,7 @@ async def webhook(request: web.Request) -> web.StreamResponse:
     try:
         await request.app[PUBLISHER].publish(events)
     except BrokerUnavailable as exc:
-        return guards.unavailable(str(exc), type_name)  # 503 with Retry-After: the platform retries
+        return _outcome(request, type_name, "unavailable", 503, str(exc))
     metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
     metrics.EVENTS_PUBLISHED.inc(sum(isinstance(e, InboundEvent) for e in events))
     metrics.WEBHOOKS.labels(type_name, "accepted").inc()
