@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install services demo run test test-faults lint bench-routing constraints clean
+.PHONY: install services demo run test test-faults lint bench-routing bench-e2e constraints clean
 
 # Every install (here, CI through `make test`, and the Dockerfile) takes its versions from
 # constraints.txt; `make constraints` regenerates it (docs/security.md).
@@ -46,6 +46,10 @@ constraints:
 	.venv-constraints/bin/pip install -q ".[test]"
 	.venv-constraints/bin/pip freeze --exclude-editable | grep -iv '^conversation.engine' > constraints.txt
 	rm -rf .venv-constraints
+
+# The engine end to end against the bare pipeline (docs/loadtest.md); BENCH_* variables make it longer.
+bench-e2e: install services
+	$(BIN)/python -m tests.bench.bench_e2e
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

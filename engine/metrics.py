@@ -32,3 +32,8 @@ LANES = Gauge("engine_active_lanes", "Conversations with work in flight in this 
 
 SENDS = Counter("engine_sends_total", "Outbound sends by channel type and outcome", ["channel_type", "outcome"])
 SEND_SECONDS = Histogram("engine_send_seconds", "Platform send API latency", ["channel_type"])
+
+CAPTURED = Counter("engine_webhooks_captured_total", "Webhook requests written to channel_webhooks", ["channel_type"])
+CAPTURE_DROPPED = Counter(
+    "engine_webhooks_capture_dropped_total", "Webhook requests not captured: the writer's queue was full or it failed"
+)

@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     # PREFIX_* patterns; ENGINE_* never (engine.admin.environment).
     tenant_env: str = ""
 
+    # Webhook capture for load testing (docs/loadtest.md): every channel (or the channels whose config
+    # says {"capture": true} / {"capture": {"sample": 0.1}}), a sampled share, kept this many days.
+    capture_webhooks: bool = False
+    capture_sample: float = Field(default=1.0, ge=0.0, le=1.0)
+    capture_retention_days: int = Field(default=7, ge=1)
+    capture_queue: int = Field(default=10_000, ge=1)  # requests waiting to be written; more are dropped
+
     log_level: str = "INFO"
     metrics_port: int = 0  # every process serves /metrics here when set (on http_host)
 

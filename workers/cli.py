@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("rotate-key", help="re-encrypt every stored credential under the first master key").set_defaults(
         func=_rotate_key
     )
+    from engine.loadtest.commands import add_parsers as add_loadtest_parsers
+
+    add_loadtest_parsers(sub)
     p = sub.add_parser("demo", help="run the whole engine against the fake platforms with demo traffic")
     p.add_argument("--keep-running", action="store_true", help="keep the processes up after the demo traffic")
     p.set_defaults(func=_demo)

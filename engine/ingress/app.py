@@ -16,9 +16,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engine import channels, metrics
 from engine.bus.topology import Topology
-from engine.channels.base import MalformedBody, Unauthorized, WebhookRequest
+from engine.channels.base import Event, MalformedBody, Unauthorized, WebhookRequest
 from engine.crypto import CredentialError, Vault
 from engine.ingress import guards
+from engine.ingress.capture import WebhookCapture
 from engine.ingress.publisher import BrokerUnavailable, Publisher
 from engine.models import ChannelInfo, ChannelType, InboundEvent
 from engine.settings import Settings
@@ -36,6 +37,10 @@ RETRY_AFTER = "5"  # seconds; a broker or database restart usually takes about t
 VAULT = web.AppKey("vault", Vault)
 # A credential that does not decrypt (a wrong master key) is the operator's to fix: 503 too, never 500.
 LOOKUP_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, CredentialError)
+CAPTURE = web.AppKey("capture", WebhookCapture)
+# What the capture hook needs to know of a request, set by the handler once it is known.
+CAPTURE_CHANNEL = web.RequestKey("capture_channel", ChannelInfo)
+CAPTURE_EVENTS = web.RequestKey("capture_events", list[Event])
 
 
 def _outcome(request: web.Request, channel_type: str, outcome: str, status: int, reason: str) -> web.Response:
@@ -74,6 +79,15 @@ async def _channel_and_body(
 
 
 async def webhook(request: web.Request) -> web.StreamResponse:
+    response = await _webhook(request)
+    # Capture (load testing) sees every answered POST of a known channel; off, offer() returns at once.
+    channel, capture = request.get(CAPTURE_CHANNEL), request.app[CAPTURE]
+    if channel is not None and request.method == "POST" and response.status != 413 and capture.wants(channel):
+        capture.offer(channel, request.headers, await request.read(), response.status, request.get(CAPTURE_EVENTS))
+    return response
+
+
+async def _webhook(request: web.Request) -> web.StreamResponse:
     type_name = request.match_info["channel_type"]
     try:
         channel_type = ChannelType(type_name)
@@ -84,6 +98,7 @@ async def webhook(request: web.Request) -> web.StreamResponse:
     if isinstance(found, web.Response):
         return found
     channel, body = found
+    request[CAPTURE_CHANNEL] = channel
     settings = request.app[SETTINGS]
     raw = WebhookRequest(request.method, request.headers, request.query, body)
 
@@ -99,6 +114,7 @@ async def webhook(request: web.Request) -> web.StreamResponse:
             metrics.WEBHOOKS.labels(type_name, "handshake").inc()
             return web.Response(status=reply.status, text=reply.text, content_type=reply.content_type)
         events = guards.parse_events(impl, raw, channel, settings.max_events_per_request)
+        request[CAPTURE_EVENTS] = events
     except Unauthorized as exc:
         return _outcome(request, type_name, "unauthorized", exc.status, str(exc))
     except MalformedBody as exc:
@@ -172,6 +188,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     publisher = Publisher(settings.amqp_url, topology, "engine-receiver", settings.publish_timeout)
     await publisher.start()
     app[PUBLISHER] = publisher
+    app[CAPTURE] = WebhookCapture(pool, settings)
     yield
+    await app[CAPTURE].close()
     await publisher.close()
     await pool.close()

@@ -1,0 +1,371 @@
+"""The end-to-end benchmark (make bench-e2e): the engine against the bare pipeline, in one run.
+
+    .venv/bin/python -m tests.bench.bench_e2e
+    BENCH_REPS=5 BENCH_MESSAGES=10000 BENCH_RATE=150 BENCH_RATE_SECONDS=60 make bench-e2e   # longer
+
+Starts the engine as separate processes (`engine serve`, one `engine worker`, one `engine sender`)
+with a benchmark tenant (one Telegram channel, 100 routing rules a typical message does not match, a
+5-node default flow that sends one reply per message), and the bare pipeline (tests/bench/
+bare_pipeline.py: receiver + consumer). The load tester's sink plays the platforms' send APIs, so
+every reply is matched to its webhook. Each repetition drives:
+
+  1. the engine, closed loop (BENCH_CONNECTIONS connections, BENCH_MESSAGES Telegram updates):
+     replies delivered per second (first request to last reply), latencies, lost, duplicated;
+  2. the engine, open loop at BENCH_RATE/s for BENCH_RATE_SECONDS: webhook ack and reply latency;
+  3. the bare pipeline, closed loop, the same traffic: rows landed per second, lost, duplicated.
+
+Three repetitions (BENCH_REPS); the median and the spread (min-max) of each figure, and the ratio
+engine replies/s over bare rows/s. Defaults keep a whole run under about 6 minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+import asyncpg
+import uvloop
+
+from engine.bus.topology import Topology, delete_topology
+from engine.crypto import generate_key
+from engine.loadtest import report as reports
+from engine.loadtest.driver import RunConfig, execute
+from engine.loadtest.generate import GenerateOptions, generate
+from engine.loadtest.records import Record, read_records, write_records
+from engine.loadtest.replay import ReplayOptions
+from engine.loadtest.schedule import Options, plan
+from engine.loadtest.sink import MatchingRecorder, running_sink
+from engine.loadtest.targets import Target, from_tenant_file
+from engine.settings import Settings
+from engine.store.migrations import migrate
+
+REPS = int(os.environ.get("BENCH_REPS", "3"))
+MESSAGES = int(os.environ.get("BENCH_MESSAGES", "3000"))
+CHATS = int(os.environ.get("BENCH_CHATS", "1000"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
+RATE = float(os.environ.get("BENCH_RATE", "50"))
+RATE_SECONDS = float(os.environ.get("BENCH_RATE_SECONDS", "20"))
+DRAIN = float(os.environ.get("BENCH_DRAIN", "60"))
+PG_ADMIN = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+NO_LIMITS = {"telegram": {"chat_rate": 10_000, "chat_burst": 10_000, "channel_rate": 100_000, "channel_burst": 100_000}}
+
+
+def tenant_yaml() -> str:
+    """One Telegram channel; 100 rules on words a typical message never has; a 5-node default flow
+    (set -> condition -> message -> end, with an unreached branch) that replies once per message."""
+    lines = [
+        "tenant: {slug: bench, name: Bench}",
+        "bots:",
+        "  - {slug: bot, name: Bench bot, echo: false}",
+        "channels:",
+        "  - {slug: tg, type: telegram, bot: bot, external_id: bench_bot,",
+        '     secrets: {bot_token: "123456:BENCH-TOKEN", secret_token: "bench-telegram-secret"}}',
+        "rules:",
+    ]
+    for i in range(100):
+        kind = i % 4
+        if kind == 0:
+            condition = f'{{contains: ["zebra{i}", "quartz {i}"]}}'
+        elif kind == 1:
+            condition = f'{{regex: "^xq{i}-[0-9]+$"}}'
+        elif kind == 2:
+            condition = f'{{payload: "bench-payload-{i}"}}'
+        else:
+            condition = f'{{all: [{{starts_with: "zz{i}"}}, {{status: bot}}]}}'
+        lines.append(f"  - {{name: rule-{i}, priority: {i + 1}, conditions: {condition},")
+        lines.append(f'     actions: [{{reply: {{text: "rule {i}"}}}}]}}')
+    lines += [
+        "flows:",
+        "  - bot: bot",
+        "    slug: main",
+        "    name: Bench flow",
+        "    default: true",
+        "    nodes:",
+        '      - {id: remember, type: set, values: {last: "{{message.text}}"}, next: check}',
+        "      - id: check",
+        "        type: condition",
+        "        branches: [{when: \"last == 'never-sent-by-the-bench'\", next: never}]",
+        "        else: answer",
+        '      - {id: never, type: message, text: "unreachable", next: done}',
+        '      - {id: answer, type: message, text: "Thanks {{contact.name | there}}, noted.", next: done}',
+        "      - {id: done, type: end}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Processes:
+    """Child processes in sessions of their own, stopped with SIGTERM (then SIGKILL) at the end."""
+
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        self.procs.append((name, subprocess.Popen(command, env=env, start_new_session=True)))
+
+    def check(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with status {proc.returncode}")
+
+    def stop(self) -> None:
+        for _, proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _, proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def wait_ready(url: str, procs: Processes, method: str = "GET", limit: float = 60) -> None:
+    deadline = time.monotonic() + limit
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            procs.check()
+            try:
+                async with http.request(method, url) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.3)
+    raise TimeoutError(f"{url} not ready after {limit} s")
+
+
+def traffic(seed: int, messages: int, chats: int) -> list[Record]:
+    per_chat = max(1, messages // chats)
+    options = GenerateOptions(("telegram",), min(chats, messages), per_chat, think=1.0, spread=10.0, buttons=0.0,
+                              seed=seed)  # fmt: skip
+    buffer = io.BytesIO()
+    write_records(buffer, generate(options))
+    buffer.seek(0)
+    return read_records(buffer)
+
+
+async def bare_rows(pool: asyncpg.Pool) -> tuple[int, int, float]:
+    row = await pool.fetchrow(
+        "SELECT count(*) AS n, count(DISTINCT md5(body)) AS d, extract(epoch FROM max(landed_at)) AS last"
+        " FROM bare_messages"
+    )
+    return int(row["n"]), int(row["d"]), float(row["last"] or 0.0)
+
+
+async def run_bare(url: str, records: list[Record], pool: asyncpg.Pool) -> dict[str, Any]:
+    await pool.execute("TRUNCATE bare_messages")
+    target = {"telegram": Target("telegram", "bare", None, {"secret_token": "bare"})}
+    items = plan(records, target, Options())
+    config = RunConfig(url, ReplayOptions(connections=CONNECTIONS, retries=3), progress=False)
+    started = time.time()
+    stats = await execute(items, config, None)
+    deadline = time.monotonic() + DRAIN
+    while True:
+        rows, distinct, last = await bare_rows(pool)
+        if rows >= stats.ok or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    report = reports.build(stats, mode="closed", target_rate=None, connections=CONNECTIONS, sink=False)
+    window = max(last - started, 1e-9)
+    return {"landed_per_s": round(distinct / window, 1), "accepted_per_s": report["rate_achieved"],
+            "ack_ms": report["ack_ms"], "lost": stats.ok - distinct, "duplicated": rows - distinct,
+            "failed": stats.failed}  # fmt: skip
+
+
+async def run_engine(url: str, items: list[Any], recorder: MatchingRecorder, replay: ReplayOptions) -> dict[str, Any]:
+    config = RunConfig(url, replay, drain=DRAIN, settle=1.0, progress=False)
+    stats = await execute(items, config, recorder)
+    mode = "closed" if replay.connections else "open"
+    report = reports.build(stats, mode=mode, target_rate=RATE if mode == "open" else None,
+                           connections=replay.connections, sink=True)  # fmt: skip
+    return {"replies_per_s": report["replies"]["rate"], "accepted_per_s": report["rate_achieved"],
+            "ack_ms": report["ack_ms"], "e2e_ms": report["e2e_ms"], "lost": stats.lost,
+            "duplicated": stats.duplicated, "failed": stats.failed, "statuses": report["statuses"]}  # fmt: skip
+
+
+def spread(values: list[float]) -> str:
+    digits = 3 if max(values, default=0) < 10 else 1
+    return f"{statistics.median(values):9.{digits}f}  ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def summary(results: list[dict[str, Any]]) -> None:
+    def col(path: str) -> list[float]:
+        out = []
+        for r in results:
+            value: Any = r
+            for key in path.split("/"):
+                value = value[key]
+            out.append(float(value))
+        return out
+
+    print("\n=== bench-e2e: median (min-max) of", len(results), "repetitions ===")
+    rows = [
+        ("engine closed loop: replies delivered/s", "closed/replies_per_s"),
+        ("engine closed loop: webhooks accepted/s", "closed/accepted_per_s"),
+        ("bare pipeline: rows landed/s", "bare/landed_per_s"),
+        ("bare pipeline: webhooks accepted/s", "bare/accepted_per_s"),
+        ("ratio engine replies/s / bare rows/s", "ratio"),
+        ("engine closed: ack p50 ms", "closed/ack_ms/p50"),
+        ("engine closed: ack p99 ms", "closed/ack_ms/p99"),
+        ("engine closed: reply e2e p50 ms", "closed/e2e_ms/p50"),
+        ("engine closed: reply e2e p99 ms", "closed/e2e_ms/p99"),
+        ("bare closed: ack p50 ms", "bare/ack_ms/p50"),
+        ("bare closed: ack p99 ms", "bare/ack_ms/p99"),
+        (f"engine open {RATE:g}/s: replies/s", "open/replies_per_s"),
+        (f"engine open {RATE:g}/s: ack p50 ms", "open/ack_ms/p50"),
+        (f"engine open {RATE:g}/s: ack p99 ms", "open/ack_ms/p99"),
+        (f"engine open {RATE:g}/s: e2e p50 ms", "open/e2e_ms/p50"),
+        (f"engine open {RATE:g}/s: e2e p90 ms", "open/e2e_ms/p90"),
+        (f"engine open {RATE:g}/s: e2e p99 ms", "open/e2e_ms/p99"),
+        (f"engine open {RATE:g}/s: e2e p99.9 ms", "open/e2e_ms/p99.9"),
+    ]
+    for label, path in rows:
+        print(f"  {label:<42} {spread(col(path))}")
+    lost = sum(r[k]["lost"] for r in results for k in ("closed", "open", "bare"))
+    dup = sum(r[k]["duplicated"] for r in results for k in ("closed", "open", "bare"))
+    failed = sum(r[k]["failed"] for r in results for k in ("closed", "open", "bare"))
+    print(f"  lost {lost}, duplicated {dup}, failed requests {failed} (all runs, engine and bare)")
+    ratio = statistics.median(col("ratio"))
+    print(f"\nRATIO engine/bare (replies delivered/s over rows landed/s, median): {ratio:.3f}")
+
+
+async def bench(
+    tenant_file: Path, settings: Settings, procs: Processes, sink_port: int, bare_port: int
+) -> list[dict[str, Any]]:
+    env = settings.environment()
+    env["ENGINE_LOG_LEVEL"] = "WARNING"
+    recorder = MatchingRecorder()
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    assert pool is not None
+    results = []
+    try:
+        async with running_sink(recorder, "127.0.0.1", sink_port):
+            procs.start("receiver", [sys.executable, "-m", "workers.cli", "serve"], env)
+            procs.start("worker", [sys.executable, "-m", "workers.cli", "worker"], env)
+            procs.start("sender", [sys.executable, "-m", "workers.cli", "sender"], env)
+            bare = [sys.executable, "-m", "tests.bench.bare_pipeline"]
+            queue = f"{settings.topology_prefix}.bare"
+            common = ["--amqp", settings.amqp_url, "--queue", queue, "--dsn", settings.database_url]
+            procs.start("bare-receiver", [*bare, "receiver", "--port", str(bare_port), *common], env)
+            procs.start("bare-consumer", [*bare, "consumer", *common], env)
+            engine_url = f"http://127.0.0.1:{settings.http_port}"
+            await wait_ready(f"{engine_url}/readyz", procs)
+            await wait_ready(f"http://127.0.0.1:{bare_port}/x", procs, method="POST")
+            await asyncio.sleep(3)  # the worker takes its shards within a heartbeat or two
+            targets = from_tenant_file(tenant_file)
+            await pool.execute("TRUNCATE bare_messages")
+            for rep in range(REPS):
+                records = traffic(seed=rep + 1, messages=MESSAGES, chats=CHATS)
+                closed = await run_engine(engine_url, plan(records, targets, Options()), recorder,
+                                          ReplayOptions(connections=CONNECTIONS, retries=3))  # fmt: skip
+                procs.check()
+                rate_records = traffic(seed=100 + rep, messages=int(RATE * RATE_SECONDS), chats=CHATS)
+                rate_items = plan(rate_records, targets, Options(rate=RATE, duration=RATE_SECONDS))
+                opened = await run_engine(engine_url, rate_items, recorder, ReplayOptions(retries=3))
+                procs.check()
+                bare_result = await run_bare(f"http://127.0.0.1:{bare_port}", records, pool)
+                procs.check()
+                ratio = closed["replies_per_s"] / bare_result["landed_per_s"] if bare_result["landed_per_s"] else 0.0
+                result = {"closed": closed, "open": opened, "bare": bare_result, "ratio": round(ratio, 4)}
+                results.append(result)
+                print(f"rep {rep + 1}: engine {closed['replies_per_s']:.0f} replies/s (ack p99 "
+                      f"{closed['ack_ms']['p99']:.0f} ms, e2e p99 {closed['e2e_ms']['p99']:.0f} ms, lost "
+                      f"{closed['lost']}, dup {closed['duplicated']}); open {RATE:g}/s e2e p50/p99 "
+                      f"{opened['e2e_ms']['p50']:.0f}/{opened['e2e_ms']['p99']:.0f} ms (lost {opened['lost']}); "
+                      f"bare {bare_result['landed_per_s']:.0f} rows/s (lost {bare_result['lost']}); "
+                      f"ratio {ratio:.3f}", flush=True)  # fmt: skip
+    finally:
+        await pool.close()
+    summary(results)
+    return results
+
+
+async def prepare(settings: Settings, tenant_file: Path) -> None:
+    admin = await asyncpg.connect(PG_ADMIN)
+    name = settings.database_url.rsplit("/", 1)[1]
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+    await migrate(settings.database_url)
+    from engine.admin.tenant_file import load_bundle, read_bundle
+    from engine.crypto import Vault
+    from engine.store.pool import create_pool
+
+    pool = await create_pool(settings.database_url)
+    try:
+        await load_bundle(pool, Vault(settings.master_key), read_bundle(tenant_file))
+        await pool.execute("CREATE TABLE bare_messages (body bytea NOT NULL,"
+                           " landed_at timestamptz NOT NULL DEFAULT clock_timestamp())")  # fmt: skip
+    finally:
+        await pool.close()
+
+
+async def cleanup(settings: Settings) -> None:
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await delete_topology(channel, Topology(settings.topology_prefix, settings.shards))
+        await channel.queue_delete(f"{settings.topology_prefix}.bare")
+    admin = await asyncpg.connect(PG_ADMIN)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{settings.database_url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def main() -> int:
+    sink_port, bare_port, http_port = free_port(), free_port(), free_port()
+    sink = f"http://127.0.0.1:{sink_port}"
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        database_url=PG_ADMIN.rsplit("/", 1)[0] + f"/engine_bench_{prefix}",
+        amqp_url=AMQP_URL,
+        topology_prefix=prefix,
+        master_key=generate_key(),
+        http_port=http_port,
+        telegram_api_base=f"{sink}/telegram",
+        graph_api_base=f"{sink}/graph",
+        slack_api_base=f"{sink}/slack/api",
+        rate_limits=NO_LIMITS,
+    )
+    tenant_file = Path(f"/tmp/{prefix}-tenant.yaml")
+    tenant_file.write_text(tenant_yaml())
+    print(f"bench-e2e: {REPS} repetitions; closed loop {MESSAGES} updates x {CONNECTIONS} connections; "
+          f"open loop {RATE:g}/s x {RATE_SECONDS:g} s; bare pipeline with the closed-loop traffic", flush=True)  # fmt: skip
+    procs = Processes()
+    try:
+        asyncio.run(prepare(settings, tenant_file))
+        # uvloop, as the bare receiver uses: the load tester shares the machine's two cores.
+        results = uvloop.run(bench(tenant_file, settings, procs, sink_port, bare_port))
+        if out := os.environ.get("BENCH_JSON"):
+            Path(out).write_text(json.dumps(results, indent=2))
+        return 0
+    finally:
+        procs.stop()
+        asyncio.run(cleanup(settings))
+        tenant_file.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
