@@ -33,9 +33,9 @@ def save(stats: Stats, report: dict[str, Any], path: Path) -> None:
     rate.set_xlabel("seconds")
     rate.set_title("throughput")
     rate.legend()
-    for name, pick in (("ack", lambda r: r.ack), ("e2e", lambda r: r.e2e)):
+    for name, series in (("ack", [r.ack for r in rows]), ("e2e", [r.e2e for r in rows])):
         for p in (50, 99):
-            values = [pick(r).percentile(p) if pick(r).count else None for r in rows]
+            values = [h.percentile(p) if h.count else None for h in series]
             latency.plot(seconds, values, label=f"{name} p{p}")
     latency.set_yscale("log")
     latency.set_ylabel("ms")

@@ -61,12 +61,16 @@ def parse_checks(text: str) -> list[Check]:
     return checks
 
 
+def _latency(kind: str, key: str) -> Callable[[dict[str, Any]], float]:
+    def read(report: dict[str, Any]) -> float:
+        return float(report[f"{kind}_ms"][key])
+
+    return read
+
+
 def _latency_metrics() -> dict[str, Callable[[dict[str, Any]], float]]:
-    out: dict[str, Callable[[dict[str, Any]], float]] = {}
-    for kind in ("ack", "e2e"):
-        for key in [f"p{p:g}" for p in PERCENTILES] + ["max"]:
-            out[f"{kind}_{key}"] = lambda r, kind=kind, key=key: float(r[f"{kind}_ms"][key])
-    return out
+    keys = [f"p{p:g}" for p in PERCENTILES] + ["max"]
+    return {f"{kind}_{key}": _latency(kind, key) for kind in ("ack", "e2e") for key in keys}
 
 
 METRICS: dict[str, Callable[[dict[str, Any]], float]] = {

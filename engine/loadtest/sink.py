@@ -115,7 +115,7 @@ async def running_sink(recorder: MatchingRecorder, host: str, port: int) -> Asyn
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
+    bound = runner.addresses[0][1] if runner.addresses else port  # the real port when port is 0
     try:
         yield f"http://{host}:{bound}"
     finally:

@@ -87,7 +87,7 @@ async def replay(items: list[Planned], send: Any, clock: VirtualClock, options: 
 
 
 async def test_open_loop_keeps_the_recorded_timing_at_10x() -> None:
-    clock, sent = VirtualClock(), []
+    clock, sent = VirtualClock(), list[tuple[str, int, float]]()
     items = plan(records([(0.0, 1), (0.5, 2), (1.0, 1), (1.5, 2), (2.0, 1)]), TARGETS, Options(speed=10))
     stats = await replay(items, fake_send(clock, sent), clock, ReplayOptions())
     assert [round(t, 9) for _, _, t in sent] == [0.0, 0.05, 0.1, 0.15, 0.2]
@@ -96,7 +96,7 @@ async def test_open_loop_keeps_the_recorded_timing_at_10x() -> None:
 
 
 async def test_a_conversation_waits_for_its_previous_answer_and_latency_counts_from_the_due_time() -> None:
-    clock, sent = VirtualClock(), []
+    clock, sent = VirtualClock(), list[tuple[str, int, float]]()
     items = plan(records([(0.0, 1), (0.1, 1), (0.2, 2)]), TARGETS, Options())
     slow_first = fake_send(clock, sent, service=lambda item, a: 1.0 if item.seq == 0 else 0.01)
     stats = await replay(items, slow_first, clock, ReplayOptions())
@@ -119,7 +119,7 @@ async def test_rate_mode_spaces_requests_evenly_with_a_linear_ramp() -> None:
     assert rate_due(11, 10.0, 2.0) == pytest.approx(2.1)
     dues = [rate_due(i, 10.0, 2.0) for i in range(10)]
     assert dues == sorted(dues) and dues[1] - dues[0] > dues[9] - dues[8]  # faster and faster
-    clock, sent = VirtualClock(), []
+    clock, sent = VirtualClock(), list[tuple[str, int, float]]()
     items = plan(records([(5.0 * i, i % 3) for i in range(6)]), TARGETS, Options(rate=4.0))
     await replay(items, fake_send(clock, sent), clock, ReplayOptions())
     assert [round(t, 9) for _, _, t in sent] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25]
@@ -133,7 +133,7 @@ async def test_duration_and_max_requests_bound_the_plan() -> None:
 
 
 async def test_closed_loop_uses_n_connections_and_keeps_each_conversation_in_order() -> None:
-    clock, sent = VirtualClock(), []
+    clock, sent = VirtualClock(), list[tuple[str, int, float]]()
     in_flight, peak = 0, 0
 
     async def send(item: Planned, attempt: int) -> int:
@@ -156,7 +156,7 @@ async def test_closed_loop_uses_n_connections_and_keeps_each_conversation_in_ord
 
 
 async def test_closed_loop_duration_stops_new_requests() -> None:
-    clock, sent = VirtualClock(), []
+    clock, sent = VirtualClock(), list[tuple[str, int, float]]()
     items = plan(records([(float(i), i) for i in range(100)]), TARGETS, Options())
     stats = await replay(items, fake_send(clock, sent, service=lambda i, a: 0.125), clock,
                          ReplayOptions(connections=1, duration=1.0))  # fmt: skip
@@ -164,7 +164,7 @@ async def test_closed_loop_duration_stops_new_requests() -> None:
 
 
 async def test_non_200_is_retried_with_backoff_and_counted() -> None:
-    clock, sent = VirtualClock(), []
+    clock, sent = VirtualClock(), list[tuple[str, int, float]]()
     items = plan(records([(0.0, 1)]), TARGETS, Options())
     flaky = fake_send(clock, sent, service=lambda i, a: 0.0, status=lambda i, attempt: 200 if attempt == 2 else 503)
     stats = await replay(items, flaky, clock, ReplayOptions(retries=3, backoff=1.0))
@@ -174,7 +174,7 @@ async def test_non_200_is_retried_with_backoff_and_counted() -> None:
 
 
 async def test_a_request_never_accepted_fails_and_owes_no_reply() -> None:
-    clock, sent = VirtualClock(), []
+    clock, sent = VirtualClock(), list[tuple[str, int, float]]()
     items = plan(records([(0.0, 1)]), TARGETS, Options())
     stats = Stats()
     matcher = ReplyMatcher(stats, clock.now, 0.0)
