@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import orjson
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from engine.admin.environment import NOTHING, NotAllowed, TenantEnvironment
 from engine.admin.sections import DefinitionError, resolve_secret, save_definitions
@@ -54,6 +54,18 @@ class ChannelSpec(Strict):
     active: bool = True
     secrets: dict[str, str] = {}
     config: dict[str, Any] = {}
+
+    @field_validator("config")
+    @classmethod
+    def _capture_option(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Webhook capture (docs/loadtest.md): true, false or {sample: 0..1}."""
+        option = config.get("capture")
+        if option is None or isinstance(option, bool):
+            return config
+        sample = option.get("sample", 1.0) if isinstance(option, dict) else None
+        if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 <= sample <= 1:
+            raise ValueError("capture: true, false or {sample: a number from 0 to 1}")
+        return config
 
 
 class Bundle(Strict):

@@ -48,3 +48,17 @@ def test_secret_headers_are_never_kept_and_outcomes_are_named() -> None:
     assert [outcome_of(200, [object()]), outcome_of(200, []), outcome_of(401, None), outcome_of(503, None)] == [  # type: ignore[list-item]
         "accepted", "ignored", "unauthorized", "unavailable"
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("option", ["yes", {"sample": 2}, {"sample": "half"}, 3])
+def test_a_bad_capture_option_is_rejected_at_load_with_its_path(option: Any) -> None:
+    import json
+
+    from engine.admin.tenant_file import BundleError, parse_bundle
+
+    doc = {"tenant": {"slug": "t", "name": "T"},
+           "channels": [{"slug": "tg", "type": "telegram", "config": {"capture": option}}]}  # fmt: skip
+    with pytest.raises(BundleError, match=r"channels\[0\]\.config: .*capture: true, false or \{sample"):
+        parse_bundle(json.dumps(doc), "tenant.json")
+    doc["channels"][0]["config"] = {"capture": {"sample": 0.5}}  # type: ignore[index]
+    assert parse_bundle(json.dumps(doc), "tenant.json").channels[0].config == {"capture": {"sample": 0.5}}
