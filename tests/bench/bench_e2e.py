@@ -325,7 +325,7 @@ async def cleanup(settings: Settings) -> None:
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()
-        await delete_topology(channel, Topology(settings.topology_prefix, settings.shards))
+        await delete_topology(channel, Topology.of(settings))
         await channel.queue_delete(f"{settings.topology_prefix}.bare")
     admin = await asyncpg.connect(PG_ADMIN)
     try:
