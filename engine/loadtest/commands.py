@@ -139,6 +139,8 @@ def _plan(args: argparse.Namespace) -> list[Planned]:
     """Read the traffic and the targets and plan every request; raises the commands' input errors."""
     if args.speed <= 0 or (args.rate is not None and args.rate <= 0) or args.copies < 1:
         raise TargetError("--speed and --rate must be > 0, --copies >= 1")
+    if args.connections is not None and (args.connections < 1 or args.rate is not None or args.speed != 1.0):
+        raise TargetError("--connections N (closed loop) sends as fast as answers come: no --rate or --speed with it")
     with open(args.traffic, "rb") as stream:
         records = read_records(stream)
     targets = _targets(args)

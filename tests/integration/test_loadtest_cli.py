@@ -97,6 +97,7 @@ async def test_a_failing_check_exits_1_and_retries_are_counted(
         (["--check", "p99<1s"], "unknown metric"),
         (["--tenant-file", "x.yaml"], "give one of --tenant-file or --channel-secrets"),
         (["--rate", "0"], "--speed and --rate must be > 0"),
+        (["--rate", "10", "--connections", "4"], "no --rate or --speed with it"),
     ],
 )
 async def test_bad_arguments_exit_2_with_a_clear_message(
