@@ -63,7 +63,8 @@ def outcome_of(status: int, events: Sequence[InboundEvent | StatusEvent] | None)
 
 
 class WebhookCapture:
-    """Bounded queue + background batch writer. start() once, close() at shutdown (flushes)."""
+    """Bounded queue + background batch writer: the writer starts with the first offer(); close() at
+    shutdown writes what is queued (for up to the shutdown grace)."""
 
     def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self._pool = pool

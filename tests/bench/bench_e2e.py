@@ -29,6 +29,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -349,7 +350,7 @@ def main() -> int:
         slack_api_base=f"{sink}/slack/api",
         rate_limits=NO_LIMITS,
     )
-    tenant_file = Path(f"/tmp/{prefix}-tenant.yaml")
+    tenant_file = Path(tempfile.gettempdir()) / f"{prefix}-tenant.yaml"
     tenant_file.write_text(tenant_yaml())
     print(f"bench-e2e: {REPS} repetitions; closed loop {MESSAGES} updates x {CONNECTIONS} connections; "
           f"open loop {RATE:g}/s x {RATE_SECONDS:g} s; bare pipeline with the closed-loop traffic", flush=True)  # fmt: skip
