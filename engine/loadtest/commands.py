@@ -16,6 +16,7 @@ import orjson
 import uvloop
 from rich.console import Console
 
+from engine.admin.environment import TenantEnvironment
 from engine.admin.tenant_file import BundleError
 from engine.loadtest import report as reports
 from engine.loadtest.driver import RunConfig, execute
@@ -127,15 +128,15 @@ def export_command(args: argparse.Namespace, settings: Settings) -> int:
 # --- run ---------------------------------------------------------------------------------------------
 
 
-def _targets(args: argparse.Namespace) -> dict[str, Target]:
+def _targets(args: argparse.Namespace, settings: Settings) -> dict[str, Target]:
     if bool(args.tenant_file) == bool(args.channel_secrets):
         raise TargetError("give one of --tenant-file or --channel-secrets")
     if args.tenant_file:
-        return from_tenant_file(Path(args.tenant_file))
+        return from_tenant_file(Path(args.tenant_file), TenantEnvironment.allowing(settings.tenant_env))
     return from_secrets_file(Path(args.channel_secrets))
 
 
-def _plan(args: argparse.Namespace) -> list[Planned]:
+def _plan(args: argparse.Namespace, settings: Settings) -> list[Planned]:
     """Read the traffic and the targets and plan every request; raises the commands' input errors."""
     if args.speed <= 0 or (args.rate is not None and args.rate <= 0) or args.copies < 1:
         raise TargetError("--speed and --rate must be > 0, --copies >= 1")
@@ -143,7 +144,7 @@ def _plan(args: argparse.Namespace) -> list[Planned]:
         raise TargetError("--connections N (closed loop) sends as fast as answers come: no --rate or --speed with it")
     with open(args.traffic, "rb") as stream:
         records = read_records(stream)
-    targets = _targets(args)
+    targets = _targets(args, settings)
     check(targets, {r.platform for r in records})
     options = Options(speed=args.speed, rate=args.rate, copies=args.copies, ramp=args.ramp,
                       max_requests=args.max_requests, duration=None if args.connections else args.duration,
@@ -168,7 +169,7 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     console = Console(stderr=True)
     try:
         checks = reports.parse_checks(args.check) if args.check else []
-        items = _plan(args)
+        items = _plan(args, settings)
     except (reports.CheckError, TargetError, RecordError, RewriteError, BundleError, OSError) as exc:
         return _fail(str(exc))
     if not items:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from engine.admin.environment import NOTHING, NotAllowed, TenantEnvironment
 from engine.admin.tenant_file import channel_id, read_bundle, tenant_id
 from engine.loadtest.records import PLATFORMS
 
@@ -53,30 +54,34 @@ REQUIRED = {
 }
 
 
-def _secret(value: str, where: str) -> str:
+def _secret(value: str, where: str, env: TenantEnvironment) -> str:
     match = ENV_REF.match(value)
     if match is None:
         return value
-    if match.group(1) not in os.environ:
-        raise TargetError(f"{where}: environment variable {match.group(1)} is not set")
-    return os.environ[match.group(1)]
+    try:
+        return env.require(match.group(1))
+    except NotAllowed as exc:
+        raise TargetError(f"{where}: {exc}") from None
 
 
-def from_tenant_file(path: Path) -> dict[str, Target]:
-    """The first channel of each platform in a tenant file (ids derived as `engine load` does)."""
-    bundle = read_bundle(path)
+def from_tenant_file(path: Path, env: TenantEnvironment = NOTHING) -> dict[str, Target]:
+    """The first channel of each platform in a tenant file (ids derived as `engine load` does). The
+    file reads the environment as `engine load` lets it: only the names env allows."""
+    bundle = read_bundle(path, env)
     tid = tenant_id(bundle.tenant.slug)
     targets: dict[str, Target] = {}
     for i, channel in enumerate(bundle.channels):
         platform = channel.type.value
         if platform in targets or platform not in PLATFORMS:
             continue
-        secrets = {k: _secret(v, f"channels[{i}].secrets.{k}") for k, v in channel.secrets.items()}
+        secrets = {k: _secret(v, f"channels[{i}].secrets.{k}", env) for k, v in channel.secrets.items()}
         targets[platform] = Target(platform, channel_id(tid, channel.slug), channel.external_id, secrets)
     return targets
 
 
 def from_secrets_file(path: Path) -> dict[str, Target]:
+    """The load tester's own file: `env:NAME` may read any variable but the engine's (ENGINE_*)."""
+    env = TenantEnvironment(source=os.environ, prefixes=("",))
     doc = yaml.safe_load(path.read_text())
     if not isinstance(doc, dict):
         raise TargetError(f"{path}: a mapping of platform -> {{channel_id, external_id, secrets}} is expected")
@@ -86,7 +91,7 @@ def from_secrets_file(path: Path) -> dict[str, Target]:
             raise TargetError(f"{path}: {platform}: unknown platform (one of {', '.join(PLATFORMS)})")
         if not isinstance(spec, dict) or not spec.get("channel_id") or not isinstance(spec.get("secrets"), dict):
             raise TargetError(f"{path}: {platform}: channel_id and secrets are required")
-        secrets = {str(k): _secret(str(v), f"{platform}.secrets.{k}") for k, v in spec["secrets"].items()}
+        secrets = {str(k): _secret(str(v), f"{platform}.secrets.{k}", env) for k, v in spec["secrets"].items()}
         external = spec.get("external_id")
         targets[platform] = Target(platform, str(spec["channel_id"]), str(external) if external else None, secrets)
     return targets
