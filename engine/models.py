@@ -130,8 +130,16 @@ class ConversationCommand:
     channel_id: str
     tenant_id: str
     conversation_key: str
-    action: str  # "handback": status bot again (after a handoff) | "close"
+    action: str  # "handback": status bot again (after a handoff) | "close" | "reply" | "set_attributes"
     issued_at: float
+    # "reply": an agent's message, sent after the messages before it (engine.worker.commands).
+    text: str | None = None
+    message_id: str | None = None  # its channel_messages id: a redelivered command sends nothing twice
+    sender: str | None = None  # message_history.sender ("agent:<name>")
+    channel_type: str | None = None
+    reply_to: dict[str, Any] = field(default_factory=dict)
+    # "set_attributes": merged into the contact's attributes (a None value removes the key).
+    attributes: dict[str, Any] | None = None
 
 
 COMMAND_STATUS = {"handback": "bot", "close": "closed"}

@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     capture_retention_days: int = Field(default=7, ge=1)
     capture_queue: int = Field(default=10_000, ge=1)  # requests waiting to be written; more are dropped
 
+    # The admin API (/api/v1 on `engine serve`). Its database connections run as the role engine_api
+    # under row-level security; api_database_url logs in as a member of that role (default: database_url).
+    api_enabled: bool = True
+    api_database_url: str = ""
+    api_max_body_bytes: int = 1024 * 1024
+    api_rate_limit: float = 20.0  # requests per second per token (token bucket) ...
+    api_rate_burst: float = 40.0  # ... and its burst
+
     log_level: str = "INFO"
     metrics_port: int = 0  # every process serves /metrics here when set (on http_host)
 

@@ -76,6 +76,46 @@ def _conversation(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(command_conversation(settings, args.id, args.action))
 
 
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.admin import tokens
+    from engine.store.pool import create_pool
+
+    async def run() -> int:
+        pool = await create_pool(settings.database_url, max_size=1)
+        try:
+            async with pool.acquire() as conn:
+                if args.token_command == "create":
+                    new = await tokens.create(
+                        conn, args.tenant, tokens.parse_scopes(args.scopes), name=args.name,
+                        expires_at=tokens.parse_expiry(args.expires),
+                    )  # fmt: skip
+                    print(new.token)
+                    expiry = new.expires_at.isoformat() if new.expires_at else "never"
+                    print(f"token {new.id} ({new.prefix}...): scopes {','.join(new.scopes)}, expires {expiry}; "
+                          "shown once, only its hash is stored", file=sys.stderr)  # fmt: skip
+                elif args.token_command == "list":
+                    for r in await tokens.list_tokens(conn, args.tenant):
+                        state = "revoked" if r["revoked_at"] else "active"
+                        print(
+                            f"{r['id']}\t{r['prefix']}\t{r['tenant']}\t{','.join(r['scopes'])}\t{state}\t"
+                            f"expires={r['expires_at'] or '-'}\tlast_used={r['last_used_at'] or '-'}\t{r['name']}"
+                        )
+                else:
+                    revoked = await tokens.revoke(conn, args.token)
+                    if not revoked:
+                        print(f"engine token revoke: no active token {args.token}", file=sys.stderr)
+                        return 2
+                    print(f"revoked {revoked[0]['id']} ({revoked[0]['prefix']}...)")
+        except tokens.TokenError as exc:
+            print(f"engine token {args.token_command}: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await pool.close()
+        return 0
+
+    return asyncio.run(run())
+
+
 def _gen_key(args: argparse.Namespace, settings: Settings) -> int:
     from engine.crypto import generate_key
 
@@ -127,6 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["handback", "close"])
     p.add_argument("id", help="conversation id")
     p.set_defaults(func=_conversation)
+    p = sub.add_parser("token", help="admin API tokens: create (shown once), list, revoke")
+    tsub = p.add_subparsers(dest="token_command", required=True)
+    t = tsub.add_parser("create", help="create a token for a tenant and print it (once)")
+    t.add_argument("--tenant", required=True, help="tenant slug")
+    t.add_argument("--scopes", default="read", help="comma-separated: read, write, agent (default read)")
+    t.add_argument("--expires", help="a duration (30d, 12h, 90m) or an ISO date; default: never")
+    t.add_argument("--name", default="", help="a label, shown in lists and audit logs")
+    t = tsub.add_parser("list", help="list tokens (prefix, scopes, state; never the token)")
+    t.add_argument("--tenant", help="only this tenant's")
+    t = tsub.add_parser("revoke", help="revoke a token by id or display prefix")
+    t.add_argument("token", help="token id or its 12-character prefix")
+    p.set_defaults(func=_token)
     sub.add_parser("gen-key", help="print a new master key for ENGINE_MASTER_KEY").set_defaults(func=_gen_key)
     sub.add_parser("rotate-key", help="re-encrypt every stored credential under the first master key").set_defaults(
         func=_rotate_key
