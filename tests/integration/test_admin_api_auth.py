@@ -15,7 +15,7 @@ import orjson
 from engine.admin import tokens
 from engine.settings import Settings
 from tests.api_helpers import make_token
-from tests.integration.api_fixtures import World, world  # noqa: F401  (fixture)
+from tests.integration.conftest import World
 
 
 async def test_missing_unknown_revoked_and_expired_tokens_are_401(world: World, pool: asyncpg.Pool) -> None:
