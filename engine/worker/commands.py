@@ -31,11 +31,11 @@ def apply(batch: Batch, entry: Entry, command: ConversationCommand, now: float) 
         return True
     if command.action == "set_attributes" and command.attributes is not None:
         attributes = dict(entry.contact.attributes)
-        for key, value in command.attributes.items():
+        for name, value in command.attributes.items():
             if value is None:
-                attributes.pop(key, None)
+                attributes.pop(name, None)
             else:
-                attributes[key] = value
+                attributes[name] = value
         entry.contact.attributes = attributes
         return True
     key = event_id(command)

@@ -70,7 +70,9 @@ async def _save_rule(call: Call, existing: str | None) -> Reply:
         actions = [a.model_dump(mode="json", by_alias=True, exclude_none=True) for a in rule.actions]
         await conn.execute(dsql.UPSERT_RULE, rid, call.tenant_id, rule.name, rule.priority, conditions, actions,
                            rule.status)  # fmt: skip
-        await call.audit(conn, "update" if existing else "create", "rules", rid, {"id": existing}, {"id": rid})
+        await call.audit(
+            conn, "update" if existing else "create", "rules", rid, {"id": existing} if existing else None, {"id": rid}
+        )
         row = await conn.fetchrow(sql.SELECT_RULE, call.tenant_id, rid)
     return Reply(RuleOut(**dict(row)), 200 if existing else 201)
 
@@ -209,7 +211,9 @@ async def _save_tool(call: Call, existing: str | None) -> Reply:
         old = stored_row["secrets"] if stored_row else None
         token = vault.encrypt_unless_same(old, tool.secrets) if tool.secrets else None
         await conn.execute(dsql.UPSERT_TOOL, tid, call.tenant_id, tool.slug, tool.kind, tool.config(), token)
-        await call.audit(conn, "update" if existing else "create", "tools", tid, {"id": existing}, {"id": tid})
+        await call.audit(
+            conn, "update" if existing else "create", "tools", tid, {"id": existing} if existing else None, {"id": tid}
+        )
         row = await conn.fetchrow(sql.SELECT_TOOL, call.tenant_id, tid)
     return Reply(_tool_out(call, row), 200 if existing else 201)
 
@@ -250,7 +254,9 @@ async def _save_faq(call: Call, existing: str | None) -> Reply:
         else:
             fid = existing
             await conn.execute(sql.UPDATE_FAQ, call.tenant_id, fid, bot, faq.question, faq.answer, faq.keywords)
-        await call.audit(conn, "update" if existing else "create", "faqs", fid, {"id": existing}, {"id": fid})
+        await call.audit(
+            conn, "update" if existing else "create", "faqs", fid, {"id": existing} if existing else None, {"id": fid}
+        )
         row = await conn.fetchrow(sql.SELECT_FAQ, call.tenant_id, fid)
     return Reply(FaqOut(**dict(row)), 200 if existing else 201)
 
@@ -285,7 +291,14 @@ async def _save_document(call: Call, existing: str | None) -> Reply:
         _check_identity(existing, did, await conn.fetchrow(sql.SELECT_DOCUMENT, call.tenant_id, existing or did),
                         "documents", "slug")  # fmt: skip
         await conn.execute(dsql.UPSERT_DOCUMENT, did, call.tenant_id, bot, d.slug, d.title, d.body, d.url, d.language)
-        await call.audit(conn, "update" if existing else "create", "documents", did, {"id": existing}, {"id": did})
+        await call.audit(
+            conn,
+            "update" if existing else "create",
+            "documents",
+            did,
+            {"id": existing} if existing else None,
+            {"id": did},
+        )
         row = await conn.fetchrow(sql.SELECT_DOCUMENT, call.tenant_id, did)
     return Reply(DocumentOut(**dict(row)), 200 if existing else 201)
 

@@ -76,7 +76,9 @@ async def _save_bot(call: Call, existing: str | None) -> Reply:
         await conn.execute(
             tenant_file.UPSERT_BOT_CONFIG, bid, call.tenant_id, spec.welcome_text, spec.echo, spec.settings
         )
-        await call.audit(conn, "update" if existing else "create", "bots", bid, {"id": existing}, {"id": bid})
+        await call.audit(
+            conn, "update" if existing else "create", "bots", bid, {"id": existing} if existing else None, {"id": bid}
+        )
         row = await conn.fetchrow(sql.SELECT_BOT, call.tenant_id, bid)
     return Reply(BotOut(**dict(row)), 200 if existing else 201)
 
@@ -163,7 +165,14 @@ async def _save_channel(call: Call, existing: str | None) -> Reply:
             tenant_file.UPSERT_CHANNEL, cid, call.tenant_id, bots[spec.bot] if spec.bot else None, spec.slug,
             spec.type.value, spec.external_id, vault.encrypt_unless_same(old, secrets), spec.config, spec.active,
         )  # fmt: skip
-        await call.audit(conn, "update" if existing else "create", "channels", cid, {"id": existing}, {"id": cid})
+        await call.audit(
+            conn,
+            "update" if existing else "create",
+            "channels",
+            cid,
+            {"id": existing} if existing else None,
+            {"id": cid},
+        )
         row = await conn.fetchrow(sql.SELECT_CHANNEL, call.tenant_id, cid)
     return Reply(_channel_out(call, row, vault), 200 if existing else 201)
 

@@ -38,20 +38,20 @@ def _schemas(routes: list[Route]) -> tuple[dict[tuple[type[BaseModel], str], dic
             wanted.append((model, "serialization"))
     unique = list(dict.fromkeys(wanted))
     refs, top = models_json_schema(unique, ref_template=REF)
-    return {(m, mode): ref for (m, mode), ref in refs.items()}, top.get("$defs", {})
+    return {(m, mode): ref for (m, mode), ref in refs.items()}, top.get("$defs", {})  # type: ignore[misc]
 
 
 def _parameters(route: Route, defs: dict[str, Any]) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = []
     for name in route.path_params:
-        schema = {"type": "integer", "minimum": 1} if name == "version" else {"type": "string", "format": "uuid"}
-        params.append({"name": name, "in": "path", "required": True, "schema": schema})
+        kind = {"type": "integer", "minimum": 1} if name == "version" else {"type": "string", "format": "uuid"}
+        params.append({"name": name, "in": "path", "required": True, "schema": kind})
     if route.query is not None:
-        schema = route.query.model_json_schema(ref_template=REF)
+        schema: dict[str, Any] = route.query.model_json_schema(ref_template=REF)
         defs.update(schema.pop("$defs", {}))
         required = set(schema.get("required", []))
         for name, prop in schema.get("properties", {}).items():
-            param = {"name": name, "in": "query", "required": name in required, "schema": prop}
+            param: dict[str, Any] = {"name": name, "in": "query", "required": name in required, "schema": prop}
             if "description" in prop:
                 param["description"] = prop["description"]
             params.append(param)
