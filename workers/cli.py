@@ -77,6 +77,8 @@ def _conversation(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncpg
+
     from engine.admin import tokens
     from engine.store.pool import create_pool
 
@@ -108,6 +110,9 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
                     print(f"revoked {revoked[0]['id']} ({revoked[0]['prefix']}...)")
         except tokens.TokenError as exc:
             print(f"engine token {args.token_command}: {exc}", file=sys.stderr)
+            return 2
+        except asyncpg.UndefinedTableError:
+            print(f"engine token {args.token_command}: no api_tokens table: run `engine migrate`", file=sys.stderr)
             return 2
         finally:
             await pool.close()
