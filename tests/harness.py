@@ -22,8 +22,8 @@ from aiohttp import web
 from engine.admin.tenant_file import load_bundle, parse_bundle
 from engine.bus.topology import Topology
 from engine.crypto import Vault
-from engine.ingress import app as receiver
 from engine.settings import Settings
+from workers import serve
 from workers.sender import SenderProcess as Sender
 from workers.worker import WorkerProcess as Worker
 
@@ -108,7 +108,7 @@ class Running:
 @contextlib.asynccontextmanager
 async def running_engine(settings: Settings, workers: int = 1, senders: int = 1) -> AsyncIterator[Running]:
     """Receiver on a loopback port plus in-process workers and senders; stopped gracefully."""
-    runner = web.AppRunner(receiver.create_app(settings))
+    runner = web.AppRunner(serve.build_app(settings))  # the receiver and the admin API
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -1,4 +1,5 @@
-"""`engine serve`: the webhook receiver (engine.ingress.app) on uvloop, until SIGTERM/SIGINT."""
+"""`engine serve`: the webhook receiver (engine.ingress.app) and the admin API (engine.admin.api) on
+uvloop, until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -6,9 +7,17 @@ import uvloop
 from aiohttp import web
 from prometheus_client import start_http_server
 
+from engine.admin.api import app as admin_api
 from engine.ingress.app import create_app
 from engine.settings import Settings
 from workers.runtime import setup_logging
+
+
+def build_app(settings: Settings) -> web.Application:
+    """The receiver, with the admin API mounted at /api/v1 (unless ENGINE_API_ENABLED=false)."""
+    app = create_app(settings)
+    admin_api.mount(app, settings)
+    return app
 
 
 def main(settings: Settings) -> None:
@@ -16,7 +25,7 @@ def main(settings: Settings) -> None:
     if settings.metrics_port:  # /metrics on its own port, which need not be reachable from outside
         start_http_server(settings.metrics_port, addr=settings.http_host)
     web.run_app(
-        create_app(settings),
+        build_app(settings),
         host=settings.http_host,
         port=settings.http_port,
         shutdown_timeout=settings.shutdown_grace,

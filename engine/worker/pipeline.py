@@ -66,8 +66,15 @@ class Pipeline:
             log.warning("%s for an unknown conversation %s: ignored", command.action, command.conversation_key)
             self.flusher.add(delivery)
             return
-        key = _delivery_key(delivery)
+        ledger = staging.command_key(command)  # an agent's reply: applied once, whatever the redeliveries
+        if ledger is not None and entry.seen(ledger[1]):
+            metrics.DUPLICATES.labels("cache").inc()
+            self.flusher.add(delivery)
+            return
+        key = ledger or _delivery_key(delivery)
         staging.stage_command(self.flusher.batch.rows, key, command, entry.conversation, entry.contact, time.time())
+        if ledger is not None:
+            entry.remember(ledger[1])
         entry.pending += 1
         self.flusher.add(delivery, entry, key)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from engine.models import (
     COMMAND_STATUS,
+    ChannelType,
     Contact,
     Conversation,
     ConversationCommand,
@@ -77,15 +78,62 @@ def stage_command(
     contact: Contact,
     now: float,
 ) -> None:
-    """An operator's command (handback, close) changes the conversation's status."""
-    conversation.status = COMMAND_STATUS[command.action]
-    if command.action == "close":
-        conversation.flow_id = conversation.node_id = conversation.flow_version = None
+    """An operator's or agent's command, its rows tagged with `key` (command_key() for a reply):
+    handback / close change the status (close also leaves the flow); set_attributes merges into the
+    contact's attributes (None removes a key); reply stages an agent's message like a bot reply, with
+    sender "agent:<name>", and the conversation becomes "human" (the agent has it; the bot stays
+    silent until handback)."""
+    if command.action in COMMAND_STATUS:
+        conversation.status = COMMAND_STATUS[command.action]
+        if command.action == "close":
+            conversation.flow_id = conversation.node_id = conversation.flow_version = None
+    elif command.action == "set_attributes" and command.attributes is not None:
+        attributes = dict(contact.attributes)
+        for name, value in command.attributes.items():
+            if value is None:
+                attributes.pop(name, None)
+            else:
+                attributes[name] = value
+        contact.attributes = attributes
+    elif command_key(command) == key and command.text is not None:
+        _stage_agent_reply(rows, key, command, conversation, now)
+        conversation.status = "human"
     rows.stage_state(key, conversation, contact, utc(now))
 
 
+def command_key(command: ConversationCommand) -> EventKey | None:
+    """The idempotency-ledger key of a command that must apply once (an agent's reply), else None."""
+    if command.action == "reply" and command.message_id:
+        return (command.channel_id, f"agent:{command.message_id}")
+    return None
+
+
+def _stage_agent_reply(
+    rows: FlushRows, key: EventKey, command: ConversationCommand, conversation: Conversation, now: float
+) -> None:
+    reply = OutboundMessage(
+        id=str(command.message_id),
+        created_at=now,
+        tenant_id=command.tenant_id,
+        channel_id=command.channel_id,
+        channel_type=ChannelType(command.channel_type or ChannelType.WEB),
+        conversation_id=conversation.id,
+        conversation_key=command.conversation_key,
+        text=str(command.text),
+        reply_to=command.reply_to,
+    )
+    history_id = str(stable_id(reply.id, "history"))
+    rows.events[key] = conversation.id  # the ledger: a redelivered command is found and sends nothing
+    rows.history.append((key, HistoryRow(
+        history_id, reply.tenant_id, reply.channel_id, conversation.id, "outbound", command.sender or "agent",
+        "text", reply.text, {"agent": True}, None, utc(now),
+    )))  # fmt: skip
+    rows.outbound.append((key, reply, history_id))
+
+
 def _payload(event: InboundEvent) -> dict[str, Any]:
-    payload: dict[str, Any] = {"raw": event.raw}
+    # reply_to is kept so that an agent's later reply reaches the same chat and thread (admin API).
+    payload: dict[str, Any] = {"raw": event.raw, "reply_to": event.reply_to}
     if event.payload is not None:
         payload["payload"] = event.payload
     if event.media is not None:

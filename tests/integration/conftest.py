@@ -11,10 +11,10 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from engine import http as receiver
 from engine.settings import Settings
 from tests.api_helpers import Api, make_token, tenant_file
 from tests.harness import load_tenant
+from workers import serve
 
 
 @dataclass
@@ -30,7 +30,7 @@ async def world(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[World]:
     channels = {}
     for slug in ("acme", "globex"):
         channels[slug] = (await load_tenant(settings, tenant_file(slug)))["tg"]
-    runner = web.AppRunner(receiver.create_app(settings))
+    runner = web.AppRunner(serve.build_app(settings))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

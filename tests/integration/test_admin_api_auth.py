@@ -75,9 +75,9 @@ async def test_rate_limit_answers_429_with_retry_after(settings: Settings, pool:
     import aiohttp
     from aiohttp import web
 
-    from engine import http as receiver
+    from workers import serve
 
-    runner = web.AppRunner(receiver.create_app(limited))
+    runner = web.AppRunner(serve.build_app(limited))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -8,9 +8,10 @@ import asyncpg
 import orjson
 from openapi_spec_validator import validate
 
-from engine import bus
 from engine.admin.api import openapi
 from engine.admin.api.app import ROUTES
+from engine.bus.connection import make_message
+from engine.bus.topology import Topology, declare_topology
 from engine.models import InboundEvent
 from engine.settings import Settings
 from tests.api_helpers import seed_conversation
@@ -71,7 +72,7 @@ async def test_commands_go_to_the_conversations_shard(world: World, pool: asyncp
     assert (await api.call("POST", f"/conversations/{conversation}/close", a))[0] == 202
     assert await queued_inbound(settings) == 4
 
-    topology = bus.Topology(settings.topology_prefix, settings.shards)
+    topology = Topology(settings.topology_prefix, settings.shards)
     shard = topology.shard_of(str(await pool.fetchval("SELECT tenant_id FROM conversations WHERE id = $1",
                                                       conversation)), world.channels["acme"], "555")  # fmt: skip
     connection = await aio_pika.connect(settings.amqp_url)
@@ -112,12 +113,12 @@ async def test_contacts(world: World, pool: asyncpg.Pool, settings: Settings) ->
 
 async def _dead_letter(settings: Settings, tenant_id: str, channel_id: str, event_id: str) -> None:
     event = InboundEvent(channel_id, tenant_id, "telegram", event_id, "42", "42", "text", 1.0, text="boom")  # type: ignore[arg-type]
-    topology = bus.Topology(settings.topology_prefix, settings.shards)
+    topology = Topology(settings.topology_prefix, settings.shards)
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()
-        await bus.declare_topology(channel, topology)
-        message = bus.make_message(event, message_id=f"{channel_id}:{event_id}", correlation_id="42")
+        await declare_topology(channel, topology)
+        message = make_message(event, message_id=f"{channel_id}:{event_id}", correlation_id="42")
         message.headers = {"x-reason": "ValueError('boom')", "x-queue": topology.inbound_queue(1)}
         await channel.default_exchange.publish(message, routing_key=topology.dead)
 

@@ -12,13 +12,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from engine import bus
 from engine.admin.api import brain, config, conversations, openapi, operations
 from engine.admin.api.auth import LIMITER, RateLimiter, make_handler
 from engine.admin.api.broker import ApiBroker
 from engine.admin.api.context import POOL, SETTINGS
 from engine.admin.api.conversations import BROKER
 from engine.admin.api.routing import Route
+from engine.bus.topology import Topology
 from engine.settings import Settings
 from engine.store.pool import create_pool
 
@@ -74,7 +74,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pool = await create_pool(settings.api_database_url or settings.database_url, min_size=1, max_size=10)
     app[POOL] = pool
-    broker = ApiBroker(settings.amqp_url, bus.Topology(settings.topology_prefix, settings.shards),
+    broker = ApiBroker(settings.amqp_url, Topology(settings.topology_prefix, settings.shards),
                        settings.publish_timeout)  # fmt: skip
     app[BROKER] = broker
     yield

@@ -12,14 +12,14 @@ from engine.admin.api.checks import check_section_item, refuse_env_references
 from engine.admin.api.context import Call
 from engine.admin.api.models import DocumentOut, FaqOut, FlowOut, FlowVersionOut, RuleOut, ToolOut, ValidationOut
 from engine.admin.api.routing import ApiError, Reply, Route, not_found, problems
+from engine.admin.sections import DefinitionError, DocumentDef, FaqDef, flow_id
+from engine.brain.flows.flow_models import FlowDef
+from engine.brain.routing.rule_models import Rule
+from engine.brain.tools.tool_models import HttpToolDef
 from engine.crypto import CredentialError
-from engine.definitions import DefinitionError, DocumentDef, FaqDef, flow_id
-from engine.flows.definitions import FlowDef
 from engine.models import stable_id
-from engine.routing.definitions import Rule
 from engine.store import api_config as sql
-from engine.store import definitions as dsql
-from engine.tools.definitions import HttpToolDef
+from engine.store import catalog as dsql
 
 READ, WRITE = ("read", "write"), ("write",)
 

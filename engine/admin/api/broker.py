@@ -11,7 +11,10 @@ from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
-from engine import bus, envelope
+from engine.bus import envelope
+from engine.bus.connection import connect, copy_of, make_message, open_channel
+from engine.bus.consumer import ATTEMPT_HEADER, ORIGIN_HEADER, REASON_HEADER
+from engine.bus.topology import Topology
 from engine.models import ConversationCommand, stable_id
 
 log = logging.getLogger(__name__)
@@ -46,15 +49,15 @@ def _describe(message: AbstractIncomingMessage, tenant_id: str) -> DeadLetter | 
     headers = dict(message.headers or {})
     deaths = headers.get("x-death") or [{}]
     death = deaths[0] if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) else {}
-    queue = _text(headers.get("x-queue") or death.get("queue") or "")
-    reason = _text(headers.get("x-reason") or death.get("reason") or "unknown")
+    queue = _text(headers.get(ORIGIN_HEADER) or death.get("queue") or "")
+    reason = _text(headers.get(REASON_HEADER) or death.get("reason") or "unknown")
     key = message.message_id or message.body.hex()[:64]
     kind = envelope.KINDS[type(item)]
     return DeadLetter(str(stable_id("dead-letter", key)), queue, reason, kind, getattr(item, "conversation_key", None))
 
 
 class ApiBroker:
-    def __init__(self, url: str, topology: bus.Topology, timeout: float) -> None:
+    def __init__(self, url: str, topology: Topology, timeout: float) -> None:
         self._url = url
         self._topology = topology
         self._timeout = timeout
@@ -65,9 +68,9 @@ class ApiBroker:
     async def _publisher(self) -> AbstractChannel:
         async with self._lock:
             if self._connection is None:
-                self._connection = await bus.connect(self._url, "engine-admin-api")
+                self._connection = await connect(self._url, "engine-admin-api")
             if self._channel is None or self._channel.is_closed:
-                self._channel = await bus.open_channel(self._connection)
+                self._channel = await open_channel(self._connection)
             return self._channel
 
     async def send_command(self, command: ConversationCommand, message_id: str, conversation_id: str) -> None:
@@ -77,7 +80,7 @@ class ApiBroker:
                 channel = await self._publisher()
                 exchange = await channel.get_exchange(self._topology.inbound, ensure=False)
                 shard = self._topology.shard_of(command.tenant_id, command.channel_id, command.conversation_key)
-                message = bus.make_message(command, message_id=message_id, correlation_id=conversation_id)
+                message = make_message(command, message_id=message_id, correlation_id=conversation_id)
                 await exchange.publish(message, routing_key=str(shard), mandatory=True)
         except Exception as exc:  # not connected, a nack, a return or the timeout: the caller answers 503
             raise BrokerUnavailable(f"the broker did not confirm ({type(exc).__name__})") from exc
@@ -104,8 +107,8 @@ class ApiBroker:
                     found.append(letter)
                 elif letter.id == replay and letter.queue:
                     headers = {k: v for k, v in (message.headers or {}).items()
-                               if k not in ("x-reason", "x-queue", "x-attempts", "x-death")}  # fmt: skip
-                    await channel.default_exchange.publish(bus.copy_of(message, headers), routing_key=letter.queue)
+                               if k not in (REASON_HEADER, ORIGIN_HEADER, ATTEMPT_HEADER, "x-death")}  # fmt: skip
+                    await channel.default_exchange.publish(copy_of(message, headers), routing_key=letter.queue)
                     await message.ack()
                     found.append(letter)
                     break
@@ -115,7 +118,7 @@ class ApiBroker:
         return found
 
     async def _connected(self) -> AbstractRobustConnection:
-        await self._publisher()
+        _ = await self._publisher()  # connects if needed
         assert self._connection is not None
         return self._connection
 

@@ -12,9 +12,9 @@ import asyncpg
 from pydantic import BaseModel, ValidationError
 
 from engine.admin.api.routing import problems, validation_problems
-from engine.definitions import DefinitionError, Section, check_references, parse_section
+from engine.admin.sections import DefinitionError, Section, check_references, parse_section
 from engine.store import api_config as sql
-from engine.store import definitions as definitions_sql
+from engine.store import catalog
 
 M = TypeVar("M", bound=BaseModel)
 _ENV_REF = re.compile(r"^env:")
@@ -31,10 +31,10 @@ class TenantContext:
 async def tenant_context(conn: asyncpg.Connection, tenant_id: str) -> TenantContext:
     bots = {r["slug"]: r["id"] for r in await conn.fetch(sql.SELECT_BOT_SLUGS, tenant_id)}
     channels = {r["slug"]: r["id"] for r in await conn.fetch(sql.SELECT_CHANNEL_SLUGS, tenant_id)}
-    tools = {r["slug"] for r in await conn.fetch(definitions_sql.SELECT_TOOLS, tenant_id)}
+    tools = {r["slug"] for r in await conn.fetch(catalog.SELECT_TOOLS, tenant_id)}
     flows = {
         (r["bot_id"], r["slug"]): {n["id"] for n in r["definition"].get("nodes", [])}
-        for r in await conn.fetch(definitions_sql.SELECT_LATEST_FLOWS, tenant_id)
+        for r in await conn.fetch(catalog.SELECT_LATEST_FLOWS, tenant_id)
     }
     return TenantContext(bots, channels, tools, flows)
 
@@ -59,7 +59,7 @@ async def check_section_item(
     ctx = await tenant_context(conn, tenant_id)
     errors, warnings = check_references(section, ctx.bots, ctx.channels, ctx.tools, ctx.flows)
     if kind == "documents":
-        configs = {r["cfgname"] for r in await conn.fetch(definitions_sql.SELECT_TEXT_SEARCH_CONFIGS)}
+        configs = {r["cfgname"] for r in await conn.fetch(catalog.SELECT_TEXT_SEARCH_CONFIGS)}
         errors += [f"documents[0].language: unknown text search configuration {d.language!r}"
                    for d in section.documents if d.language not in configs]  # fmt: skip
     if errors:

@@ -7,13 +7,14 @@ from typing import Any
 
 import asyncpg
 
-from engine import bundle as tenant_file
+from engine.admin import tenant_file
 from engine.admin.api.checks import parse_item, refuse_env_references
 from engine.admin.api.context import Call
 from engine.admin.api.models import BotOut, ChannelOut, TenantOut, TenantPatch
 from engine.admin.api.routing import ApiError, Reply, Route, not_found, problems
 from engine.crypto import CredentialError, Vault
 from engine.store import api_config as sql
+from engine.store import tenants
 
 READ, WRITE = ("read", "write"), ("write",)
 
@@ -72,10 +73,8 @@ async def _save_bot(call: Call, existing: str | None) -> Reply:
                 raise not_found("bot")
             if bid != existing:
                 raise problems([f"bots[0].slug: the slug names the bot and cannot change (it is {found['slug']!r})"])
-        await conn.execute(tenant_file.UPSERT_BOT, bid, call.tenant_id, spec.slug, spec.name)
-        await conn.execute(
-            tenant_file.UPSERT_BOT_CONFIG, bid, call.tenant_id, spec.welcome_text, spec.echo, spec.settings
-        )
+        await tenants.upsert_bot(conn, bid, call.tenant_id, spec.slug, spec.name, spec.welcome_text, spec.echo,
+                                 spec.settings)  # fmt: skip
         await call.audit(
             conn, "update" if existing else "create", "bots", bid, {"id": existing} if existing else None, {"id": bid}
         )
@@ -161,9 +160,9 @@ async def _save_channel(call: Call, existing: str | None) -> Reply:
         # Secrets are write-only: the ones given replace those of the same name, the others stay.
         old = found["credentials"] if found else None
         secrets = {**(vault.decrypt(old) if old else {}), **spec.secrets}
-        await conn.execute(
-            tenant_file.UPSERT_CHANNEL, cid, call.tenant_id, bots[spec.bot] if spec.bot else None, spec.slug,
-            spec.type.value, spec.external_id, vault.encrypt_unless_same(old, secrets), spec.config, spec.active,
+        await tenants.upsert_channel(
+            conn, cid, call.tenant_id, bots[spec.bot] if spec.bot else None, spec.slug, spec.type.value,
+            spec.external_id, vault.encrypt_unless_same(old, secrets), spec.config, spec.active,
         )  # fmt: skip
         await call.audit(
             conn,
