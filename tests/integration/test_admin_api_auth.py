@@ -129,7 +129,7 @@ def test_token_commands(settings: Settings) -> None:
     env = settings.environment()
 
     def engine(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "engine.cli", "token", *args], env=env, capture_output=True,
+        return subprocess.run([sys.executable, "-m", "workers.cli", "token", *args], env=env, capture_output=True,
                               text=True, timeout=60)  # fmt: skip
 
     created = engine("create", "--tenant", "acme", "--scopes", "read,agent", "--expires", "30d", "--name", "ann")
