@@ -12,7 +12,7 @@ from engine.admin.api.checks import check_section_item, refuse_env_references
 from engine.admin.api.context import Call
 from engine.admin.api.models import DocumentOut, FaqOut, FlowOut, FlowVersionOut, RuleOut, ToolOut, ValidationOut
 from engine.admin.api.routing import ApiError, Reply, Route, not_found, problems
-from engine.admin.sections import DefinitionError, DocumentDef, FaqDef, flow_id
+from engine.admin.sections import DocumentDef, FaqDef, flow_id
 from engine.brain.flows.flow_models import FlowDef
 from engine.brain.routing.rule_models import Rule
 from engine.brain.tools.tool_models import HttpToolDef
@@ -329,8 +329,6 @@ def _deleter(kind: str) -> Any:
     delete.__name__ = f"delete_{kind}"
     return delete
 
-
-_ = DefinitionError  # the error the tenant file's code raises; checks.py turns it into a 422
 
 ROUTES = [
     Route("GET", "/rules", list_rules, "List routing rules, by priority", "rules", READ, response=list[RuleOut]),
