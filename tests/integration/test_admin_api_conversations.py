@@ -72,7 +72,7 @@ async def test_commands_go_to_the_conversations_shard(world: World, pool: asyncp
     assert (await api.call("POST", f"/conversations/{conversation}/close", a))[0] == 202
     assert await queued_inbound(settings) == 4
 
-    topology = Topology(settings.topology_prefix, settings.shards)
+    topology = Topology.of(settings)
     shard = topology.shard_of(str(await pool.fetchval("SELECT tenant_id FROM conversations WHERE id = $1",
                                                       conversation)), world.channels["acme"], "555")  # fmt: skip
     connection = await aio_pika.connect(settings.amqp_url)
@@ -113,7 +113,7 @@ async def test_contacts(world: World, pool: asyncpg.Pool, settings: Settings) ->
 
 async def _dead_letter(settings: Settings, tenant_id: str, channel_id: str, event_id: str) -> None:
     event = InboundEvent(channel_id, tenant_id, "telegram", event_id, "42", "42", "text", 1.0, text="boom")  # type: ignore[arg-type]
-    topology = Topology(settings.topology_prefix, settings.shards)
+    topology = Topology.of(settings)
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()

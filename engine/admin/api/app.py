@@ -74,7 +74,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pool = await create_pool(settings.api_database_url or settings.database_url, min_size=1, max_size=10)
     app[POOL] = pool
-    broker = ApiBroker(settings.amqp_url, Topology(settings.topology_prefix, settings.shards),
+    broker = ApiBroker(settings.amqp_url, Topology.of(settings),
                        settings.publish_timeout)  # fmt: skip
     app[BROKER] = broker
     yield
