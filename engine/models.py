@@ -131,6 +131,7 @@ class ConversationCommand:
     tenant_id: str
     conversation_key: str
     action: str  # "handback": status bot again (after a handoff) | "close" | "reply" | "set_attributes"
+    # | engine.recovery.hooks.ACTIONS (recovery_flow, marketing_stop, marketing_resume)
     issued_at: float
     # "reply": an agent's message, sent after the messages before it (engine.worker.commands).
     text: str | None = None
@@ -140,6 +141,7 @@ class ConversationCommand:
     reply_to: dict[str, Any] = field(default_factory=dict)
     # "set_attributes": merged into the contact's attributes (a None value removes the key).
     attributes: dict[str, Any] | None = None
+    data: dict[str, Any] = field(default_factory=dict)  # recovery_flow: the flow a reply answers
 
 
 COMMAND_STATUS = {"handback": "bot", "close": "closed"}
@@ -171,6 +173,8 @@ class OutboundMessage:
     buttons: tuple[Button, ...] = ()
     reply_to: dict[str, Any] = field(default_factory=dict)
     kind: str = "message"
+    template: dict[str, Any] | None = None  # a WhatsApp template send, in the Cloud API's shape
+    recovery_message_id: str | None = None  # the recovery step this delivers (engine.recovery)
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     send_timeout: float = 10.0
     requeue_stale_after: float = 60.0  # seconds a queued/sending row waits before it is re-published
 
+    # Recovery campaigns (`engine scheduler`).
+    scheduler_batch: int = 100  # due steps claimed per transaction
+    scheduler_claim_hold: float = 0.0  # seconds a claim holds its locks before deciding (tests only)
+    scheduler_housekeeping: float = 10.0  # seconds between unanswered-conversation scans and funnel refreshes
+    marketing_cap_retry: float = 86400.0  # WhatsApp 131049: try a marketing template again after this ...
+    marketing_cap_retries: int = 2  # ... at most this many times
+
     telegram_api_base: str = "https://api.telegram.org"
     graph_api_base: str = "https://graph.facebook.com/v25.0"  # WhatsApp, Messenger, Instagram
     slack_api_base: str = "https://slack.com/api"

@@ -45,6 +45,19 @@ def _sender(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    from workers import scheduler
+
+    scheduler.main(settings)
+    return 0
+
+
+def _recovery_report(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.admin.commands import recovery_report
+
+    return asyncio.run(recovery_report(settings, args.tenant, args.campaign, args.since))
+
+
 def _fake_platforms(args: argparse.Namespace, settings: Settings) -> int:
     from engine import fake_platforms
 
@@ -152,6 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=2, help="number of worker processes (default 2)")
     p.set_defaults(func=_workers)
     sub.add_parser("sender", help="run one outbound sender process").set_defaults(func=_sender)
+    sub.add_parser("scheduler", help="run one recovery scheduler (claims due campaign steps)").set_defaults(
+        func=_scheduler
+    )
+    p = sub.add_parser("recovery", help="recovery campaigns")
+    rsub = p.add_subparsers(dest="recovery_command", required=True)
+    p = rsub.add_parser("report", help="print the recovery funnel per campaign")
+    p.add_argument("tenant", help="tenant slug")
+    p.add_argument("--campaign", help="only this campaign (slug)")
+    p.add_argument("--since", help="YYYY-MM-DD or Nd (days ago; default 30d)")
+    p.set_defaults(func=_recovery_report)
     p = sub.add_parser("fake-platforms", help="run the fake platform send APIs (tests, demo, benchmarks)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8081)

@@ -1,8 +1,9 @@
 """`engine demo` (make demo / make run): the whole engine on this machine against the fake platforms.
 
-Migrates, loads examples/tenant.yaml, starts the fake platforms, the receiver, two workers and a
-sender as separate processes, posts webhooks for a few conversations as the platforms would, waits
-for every reply to be delivered, prints each conversation's transcript from the database, and
+Migrates, loads examples/tenant.yaml, starts the fake platforms, the receiver, two workers, a
+sender and a recovery scheduler as separate processes, posts webhooks for a few conversations as the
+platforms would, waits for every reply to be delivered, prints each conversation's transcript from
+the database, runs a cart-recovery sequence (workers/demo_recovery.py) and prints its funnel, and
 stops every process gracefully (also on Ctrl-C / SIGTERM).
 """
 
@@ -27,6 +28,7 @@ from engine.loadtest import traffic
 from engine.settings import Settings
 from engine.store import transcripts
 from engine.store.pool import create_pool
+from workers import demo_recovery
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "tenant.yaml"
@@ -169,6 +171,7 @@ async def _demo(settings: Settings, env: dict[str, str], procs: Processes, keep_
     procs.start("worker-1", "worker")
     procs.start("worker-2", "worker")
     procs.start("sender", "sender")
+    procs.start("scheduler", "scheduler")
     receiver = f"http://127.0.0.1:{settings.http_port}"
     await _wait_ready(f"{receiver}/readyz", procs)
     print(f"receiver ready at {receiver}; posting demo webhooks")
@@ -178,6 +181,7 @@ async def _demo(settings: Settings, env: dict[str, str], procs: Processes, keep_
     await _print_transcripts(settings, bundle.tenant.slug, since)
     fake = f"http://127.0.0.1:{env['DEMO_FAKE_PORT']}/_fake/sent"
     print(f"\n{posted} messages processed; {sent} replies delivered to the fake platforms ({fake})")
+    await demo_recovery.run(settings, receiver, bundle, procs.check_alive)
     if keep_running:
         print("processes keep running; Ctrl-C stops them")
         stop = asyncio.Event()
@@ -204,6 +208,7 @@ def main(settings: Settings, keep_running: bool = False) -> int:
         }
     )
     os.environ["SHOP_API_URL"] = f"{fake}/shop"  # the example bot's order tool calls the fake shop
+    os.environ.update(demo_recovery.ENVIRONMENT)  # the cart campaign's delays in seconds
     env = settings.environment()
     if "ENGINE_LOG_LEVEL" not in os.environ:
         env["ENGINE_LOG_LEVEL"] = "WARNING"  # keep the demo's own output readable

@@ -49,6 +49,10 @@ async def load(settings: Settings, path: Path, update: bool = False) -> int:
     for slug, cid in ids.items():
         kind = next(c.type.value for c in bundle.channels if c.slug == slug)
         print(f"  channel {slug}: POST /webhooks/{kind}/{cid}")
+    if bundle.recovery is not None:
+        print(
+            f"  recovery events: POST /events/{bundle.tenant.slug} (Shopify: POST /events/{bundle.tenant.slug}/shopify)"
+        )
     return 0
 
 
@@ -142,4 +146,27 @@ async def command_conversation(settings: Settings, conversation: str, action: st
         )
         await exchange.publish(message, routing_key=str(shard))
     print(f"{action}: sent for conversation {conversation} (status was {row.status})")
+    return 0
+
+
+async def recovery_report(settings: Settings, tenant: str, campaign: str | None, since: str | None) -> int:
+    """`engine recovery report`: the funnel per campaign (engine.recovery.report)."""
+    from engine.recovery.report import format_funnel, funnel, parse_since
+
+    try:
+        start = parse_since(since)
+    except ValueError:
+        print(f"--since: expected YYYY-MM-DD or Nd, got {since!r}", file=sys.stderr)
+        return 2
+    pool = await create_pool(settings.database_url)
+    try:
+        rows = await funnel(pool, tenant, campaign, start)
+    finally:
+        await pool.close()
+    if rows is None:
+        print(f"no tenant {tenant!r}", file=sys.stderr)
+        return 1
+    print(f"recovery funnel of {tenant} since {start.isoformat()}")
+    for line in format_funnel(rows):
+        print(line)
     return 0

@@ -22,6 +22,8 @@ from engine.admin.environment import NOTHING, NotAllowed, TenantEnvironment
 from engine.admin.sections import DefinitionError, resolve_secret, save_definitions
 from engine.crypto import Vault
 from engine.models import ChannelType, stable_id
+from engine.recovery.setup import SECTIONS as RECOVERY_SECTIONS
+from engine.recovery.setup import RecoveryDefinitionError, save_recovery
 from engine.store import tenants as store
 from engine.validation import Strict, TimeZone
 
@@ -79,6 +81,10 @@ class Bundle(Strict):
     tools: list[dict[str, Any]] = []
     faqs: list[dict[str, Any]] = []
     documents: list[dict[str, Any]] = []
+    # Recovery campaigns (engine.recovery.setup validates and saves them).
+    recovery: dict[str, Any] | None = None
+    templates: list[dict[str, Any]] = []
+    campaigns: list[dict[str, Any]] = []
 
     def check_references(self) -> None:
         bots = {b.slug for b in self.bots}
@@ -203,4 +209,9 @@ async def load_bundle(
             ) if section else []  # fmt: skip
         except DefinitionError as exc:
             raise BundleError(str(exc)) from None
+        if recovery := {k: getattr(bundle, k) for k in RECOVERY_SECTIONS if k in bundle.model_fields_set}:
+            try:
+                await save_recovery(conn, tid, recovery, bots, vault, bundle.flows)
+            except RecoveryDefinitionError as exc:
+                raise BundleError(str(exc)) from None
     return channel_ids, warnings

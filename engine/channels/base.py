@@ -17,7 +17,16 @@ import aiohttp
 import orjson
 
 from engine import metrics
-from engine.models import ChannelInfo, ChannelType, InboundEvent, OutboundMessage, SendError, SendResult, StatusEvent
+from engine.models import (
+    ChannelInfo,
+    ChannelType,
+    ConversationCommand,
+    InboundEvent,
+    OutboundMessage,
+    SendError,
+    SendResult,
+    StatusEvent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +63,7 @@ class MalformedBody(Exception):
     """The body is not the JSON (or form) the platform sends: 400."""
 
 
-Event = InboundEvent | StatusEvent
+Event = InboundEvent | StatusEvent | ConversationCommand  # commands: WhatsApp user_preferences
 
 
 class Channel(Protocol):

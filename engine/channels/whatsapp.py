@@ -19,6 +19,7 @@ from engine.channels.base import Event, MalformedBody, WebhookReply, WebhookRequ
 from engine.models import (
     ChannelInfo,
     ChannelType,
+    ConversationCommand,
     DeliveryStatus,
     InboundEvent,
     MessageType,
@@ -110,6 +111,9 @@ class WhatsAppChannel:
         try:
             for entry in doc["entry"]:
                 for change in entry.get("changes") or ():
+                    if change.get("field") == "user_preferences":
+                        events.extend(_preference_commands(channel, change["value"]))
+                        continue
                     if change.get("field") != "messages":
                         continue  # template status, account updates, ...: acknowledged, not events
                     value = change["value"]
@@ -142,7 +146,10 @@ class WhatsAppChannel:
 
 
 def _content(message: OutboundMessage) -> dict[str, Any]:
-    """Text, up to 3 reply buttons, or a list for more (WhatsApp allows no more than 3 buttons)."""
+    """A template (rendered by engine.recovery), text, up to 3 reply buttons, or a list for more
+    (WhatsApp allows no more than 3 buttons)."""
+    if message.template is not None:
+        return {"type": "template", "template": message.template}
     if not message.buttons:
         return {"type": "text", "text": {"body": message.text[:MAX_TEXT], "preview_url": False}}
     text = message.text[:MAX_INTERACTIVE_TEXT] or "-"
@@ -233,3 +240,17 @@ def _status_event(channel: ChannelInfo, value: dict[str, Any], s: dict[str, Any]
         error_code=str(first["code"]) if "code" in first else None,
         error=detail,
     )
+
+
+def _preference_commands(channel: ChannelInfo, value: dict[str, Any]) -> list[ConversationCommand]:
+    """user_preferences (marketing_messages stop / resume) as commands for the contact's worker."""
+    commands = []
+    for pref in value.get("user_preferences") or ():
+        if pref.get("category") != "marketing_messages" or pref.get("value") not in ("stop", "resume"):
+            continue
+        key = pref.get("user_id") or pref.get("wa_id")
+        if not key:
+            raise ValueError("user_preferences entry has neither user_id nor wa_id")
+        action = "marketing_stop" if pref["value"] == "stop" else "marketing_resume"
+        commands.append(ConversationCommand(channel.id, channel.tenant_id, str(key), action, float(pref["timestamp"])))
+    return commands

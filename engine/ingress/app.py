@@ -22,6 +22,7 @@ from engine.ingress import guards
 from engine.ingress.capture import WebhookCapture
 from engine.ingress.publisher import BrokerUnavailable, Publisher
 from engine.models import ChannelInfo, ChannelType, InboundEvent
+from engine.recovery import events as recovery_events
 from engine.settings import Settings
 from engine.store import credentials
 from engine.store.channels import ChannelDirectory
@@ -173,6 +174,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", readyz)
     if settings.metrics_on_webhook_port:  # off by default: the webhook port is public
         app.router.add_get("/metrics", metrics_view)
+    recovery_events.install(app, settings)  # POST /events/{tenant}[/shopify]
     return app
 
 

@@ -16,7 +16,7 @@ from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 
 from engine.bus.connection import connect, make_message, open_channel
 from engine.bus.topology import Topology, declare_topology
-from engine.models import InboundEvent, StatusEvent
+from engine.models import ConversationCommand, InboundEvent, StatusEvent
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Publisher:
     def ready(self) -> bool:
         return self._connection is not None and not self._connection.is_closed and self._exchange is not None
 
-    async def publish(self, events: list[InboundEvent | StatusEvent]) -> None:
+    async def publish(self, events: list[InboundEvent | StatusEvent | ConversationCommand]) -> None:
         """Publish all events, persistent, and wait for every confirm; raise BrokerUnavailable."""
         exchange = self._exchange
         if exchange is None or not self.ready:
@@ -68,7 +68,12 @@ class Publisher:
         publishes = []
         for event in events:
             shard = self._topology.shard_of(event.tenant_id, event.channel_id, event.conversation_key)
-            key = event.event_id if isinstance(event, InboundEvent) else event.platform_message_id
+            if isinstance(event, InboundEvent):
+                key = event.event_id
+            elif isinstance(event, StatusEvent):
+                key = event.platform_message_id
+            else:
+                key = f"{event.action}:{event.issued_at}"
             message = make_message(event, message_id=f"{event.channel_id}:{key}", correlation_id=event.conversation_key)
             publishes.append(exchange.publish(message, routing_key=str(shard), mandatory=True))
         try:

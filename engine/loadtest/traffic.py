@@ -39,16 +39,22 @@ def telegram(channel_id: str, secrets: dict[str, str], seq: int, chat: int, name
 
 
 def whatsapp(
-    channel_id: str, secrets: dict[str, str], phone_number_id: str, seq: int, chat: int, name: str, text: str
-) -> SignedWebhook:
+    channel_id: str, secrets: dict[str, str], phone_number_id: str, seq: int, chat: int, name: str, text: str,
+    bsuid: bool = True,
+) -> SignedWebhook:  # fmt: skip
+    """bsuid False: a classic webhook that names the user by phone number only."""
     wa_id = str(chat)
+    contact: dict[str, object] = {"profile": {"name": name}, "wa_id": wa_id}
+    message: dict[str, object] = {"from": wa_id, "id": f"wamid.demo{seq}", "timestamp": str(int(time.time())),
+                                  "type": "text", "text": {"body": text}}  # fmt: skip
+    if bsuid:
+        contact["user_id"] = message["from_user_id"] = f"US.{chat}"
     value = {
         "messaging_product": "whatsapp",
         "metadata": {"display_phone_number": "15550001111", "phone_number_id": phone_number_id},
-        "contacts": [{"profile": {"name": name}, "wa_id": wa_id, "user_id": f"US.{chat}"}],
-        "messages": [{"from": wa_id, "from_user_id": f"US.{chat}", "id": f"wamid.demo{seq}",
-                      "timestamp": str(int(time.time())), "type": "text", "text": {"body": text}}],
-    }  # fmt: skip
+        "contacts": [contact],
+        "messages": [message],
+    }
     doc = {
         "object": "whatsapp_business_account",
         "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": value}]}],

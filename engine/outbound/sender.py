@@ -27,6 +27,7 @@ from engine.models import OutboundMessage, SendError
 from engine.outbound.coalescer import Coalescer
 from engine.outbound.ratelimit import RateLimiter, limits_for
 from engine.outbound.retry import send_policy
+from engine.recovery import hooks as recovery
 from engine.settings import Settings
 from engine.store import deliveries
 from engine.store.channels import ChannelDirectory
@@ -124,11 +125,13 @@ class Sender:
                         metrics.SEND_SECONDS.labels(reply.channel_type.value).observe(time.perf_counter() - started)
             platform_id = result.platform_message_id
             await when_available(lambda: self.record_sent((reply.id, created, platform_id)))
+            await when_available(lambda: recovery.after_send(self.pool, self.settings, reply, None, None))
         except SendError as exc:
             outcome = "failed"
             log.warning("send %s failed for good: code=%s %s", reply.id, exc.code, exc)
             code, error = exc.code, str(exc)
             await when_available(lambda: deliveries.mark_failed(self.pool, reply.id, created, code, error))
+            await when_available(lambda: recovery.after_send(self.pool, self.settings, reply, code, error))
         metrics.SENDS.labels(reply.channel_type.value, outcome).inc()
 
     async def sweep_loop(self) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from engine.models import STATUS_RANK, Contact, Conversation, OutboundMessage, StatusEvent, ToolRun
+from engine.store import recovery
 from engine.values import json_text, utc
 
 EventKey = tuple[str, str]  # (channel_id, event_id)
@@ -141,6 +142,10 @@ class FlushRows:
     outbound: list[tuple[EventKey, OutboundMessage, str | None]] = field(default_factory=list)  # + history id
     tool_runs: list[tuple[EventKey, str, str, ToolRun]] = field(default_factory=list)  # tenant, conversation
     statuses: list[tuple[EventKey, StatusEvent]] = field(default_factory=list)
+    # Recovery (engine.recovery.hooks): inbound messages as (key, contact id, at), to mark replies; and
+    # marketing opt-out changes as (key, contact id, tenant id, opted out, source, at).
+    recovery_replies: list[tuple[EventKey, str, datetime]] = field(default_factory=list)
+    preferences: list[tuple[EventKey, str, str, bool, str, datetime]] = field(default_factory=list)
 
     def stage_state(self, key: EventKey, conversation: Conversation, contact: Contact, at: datetime) -> None:
         contact_row = (
@@ -164,6 +169,8 @@ class FlushRows:
             [o for o in self.outbound if o[0] in keys],
             [r for r in self.tool_runs if r[0] in keys],
             [s for s in self.statuses if s[0] in keys],
+            [r for r in self.recovery_replies if r[0] in keys],
+            [p for p in self.preferences if p[0] in keys],
         )
 
 
@@ -213,6 +220,15 @@ async def flush(conn: asyncpg.Connection, batch: FlushRows) -> set[EventKey]:
         await conn.execute(INSERT_TOOL_RUNS, *_columns(tool_runs, 13))
     if batch.statuses:
         await apply_statuses(conn, [s for _, s in batch.statuses])
+    await recovery.flush_worker_effects(
+        conn,
+        [(contact, at) for key, contact, at in batch.recovery_replies if key not in duplicates],
+        {
+            c: (tenant, out, source, at)
+            for key, c, tenant, out, source, at in batch.preferences
+            if key not in duplicates
+        },
+    )
     return duplicates
 
 
@@ -227,3 +243,4 @@ async def apply_statuses(conn: asyncpg.Connection, statuses: list[StatusEvent]) 
         for s in furthest.values()
     ]
     await conn.execute(APPLY_STATUSES, *_columns(rows, 6))
+    await recovery.apply_receipts(conn, rows)

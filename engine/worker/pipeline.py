@@ -17,11 +17,13 @@ from engine.brain.catalog import Brain
 from engine.bus import envelope
 from engine.bus.consumer import Delivery, ShardConsumer
 from engine.bus.lanes import Lanes
-from engine.models import ConversationCommand, InboundEvent, OutboundMessage, Outcome, StatusEvent
+from engine.models import ConversationCommand, InboundEvent, OutboundMessage, Outcome, Reply, StatusEvent
+from engine.recovery import hooks as recovery
 from engine.store.pool import when_available
+from engine.values import utc
 from engine.worker import staging
 from engine.worker.batch import Flusher
-from engine.worker.conversations import ConversationCache
+from engine.worker.conversations import ConversationCache, contact_id
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ class Pipeline:
         self.consumer = consumer
         self.flusher = flusher
         self.lanes = Lanes()
+        self.stop_words = recovery.StopWords(brain.pool)
 
     def on_delivery(self, delivery: Delivery) -> None:
         try:
@@ -59,6 +62,9 @@ class Pipeline:
 
     async def _command(self, delivery: Delivery, command: ConversationCommand) -> None:
         """Apply an operator's command in the conversation's lane, after the messages before it."""
+        if command.action in recovery.ACTIONS:
+            await self._recovery_command(delivery, command)
+            return
         entry = await when_available(
             lambda: self.cache.get_existing(command.channel_id, command.conversation_key, delivery.shard)
         )
@@ -75,6 +81,27 @@ class Pipeline:
         staging.stage_command(self.flusher.batch.rows, key, command, entry.conversation, entry.contact, time.time())
         if ledger is not None:
             entry.remember(ledger[1])
+        entry.pending += 1
+        self.flusher.add(delivery, entry, key)
+
+    async def _recovery_command(self, delivery: Delivery, command: ConversationCommand) -> None:
+        """marketing_stop / marketing_resume (no conversation needed), or recovery_flow: park the
+        conversation at the campaign's ask node so that the contact's reply answers it."""
+        key = _delivery_key(delivery)
+        if command.action != "recovery_flow":
+            contact = contact_id(command.channel_id, command.conversation_key)
+            recovery.stage_preference(self.flusher.batch.rows, key, command, contact)
+            self.flusher.add(delivery, key=key)
+            return
+        entry = await when_available(
+            lambda: self.cache.get_existing(command.channel_id, command.conversation_key, delivery.shard)
+        )
+        tenant = self.brain.tenants.get(command.tenant_id)
+        if entry is None or not recovery.enter_flow(tenant, entry.conversation, command.data):
+            log.warning("recovery reply flow for %s not entered", command.conversation_key)
+            self.flusher.add(delivery)
+            return
+        self.flusher.batch.rows.stage_state(key, entry.conversation, entry.contact, utc(time.time()))
         entry.pending += 1
         self.flusher.add(delivery, entry, key)
 
@@ -98,8 +125,12 @@ class Pipeline:
                 entry.restore(saved)  # undo what the failed attempt changed
                 raise
 
+        verdict = await when_available(lambda: self.stop_words.verdict(event))  # a STOP / START word
         try:  # a database outage (an old flow version, a tenant not loaded yet) is waited out here
-            outcome = await when_available(respond)
+            if verdict is not None and verdict[1]:
+                outcome = Outcome(replies=[Reply(verdict[1])])  # the tenant's confirmation, not the bot
+            else:
+                outcome = await when_available(respond)
         except Exception as exc:  # a bug or a failing dependency in the brain: retry, then set aside
             log.exception("handling event %s failed", event.idempotency_key)
             await self.consumer.retry(delivery, repr(exc))
@@ -108,7 +139,9 @@ class Pipeline:
         for error in outcome.errors:
             log.warning("conversation %s: %s", conversation.id, error)
         batch = self.flusher.batch
-        staging.stage_message(batch.rows, event, outcome, conversation, contact, time.time())
+        now = time.time()
+        staging.stage_message(batch.rows, event, outcome, conversation, contact, now)
+        recovery.stage_inbound(batch.rows, (event.channel_id, event.event_id), contact, verdict, now)
         conversation.is_new = False
         entry.remember(event.event_id)
         entry.pending += 1

@@ -118,7 +118,7 @@ async def test_save_is_idempotent_and_versions_flows(
         "SELECT (SELECT count(*) FROM routing_rules), (SELECT count(*) FROM bot_flows), (SELECT count(*) FROM tools)"
     )
     before = await pool.fetchrow(count)
-    assert tuple(before) == (4, 2, 1)
+    assert tuple(before) == (4, 3, 1)  # the example's flows: main, orders, cart_help
     async with pool.acquire() as conn:
         listener = await asyncpg.connect(settings.database_url)
         notes: list[str] = []
@@ -134,7 +134,12 @@ async def test_save_is_idempotent_and_versions_flows(
         assert notes and set(notes) == {TID}
         await listener.close()
     versions = await pool.fetch("SELECT slug, version FROM bot_flows ORDER BY slug, version")
-    assert [(r["slug"], r["version"]) for r in versions] == [("main", 1), ("orders", 1), ("orders", 2)]
+    assert [(r["slug"], r["version"]) for r in versions] == [
+        ("cart_help", 1),
+        ("main", 1),
+        ("orders", 1),
+        ("orders", 2),
+    ]
     assert await pool.fetchval("SELECT count(*) FROM routing_rules") == 3
     default = await pool.fetchval("SELECT default_flow_id::text FROM bots WHERE id = $1", SHOP)
     assert default == str(stable_id(TID, "flow", SHOP, "main"))
