@@ -10,7 +10,7 @@ becomes `order_placed`.
 
 Answers: 201 stored, 200 a duplicate (nothing changed), 400 not JSON, 401 bad or missing signature,
 404 unknown tenant or recovery not configured, 413 too large, 422 invalid event (the path of each
-bad field). Nothing is stored unless the signature holds.
+bad field), 503 database unavailable (retry). Nothing is stored unless the signature holds.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import orjson
 from aiohttp import web
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from engine import metrics
 from engine.crypto import CredentialError, Vault
 from engine.models import ChannelType
 from engine.recovery.campaigns import EventType
@@ -44,6 +45,7 @@ SIGNATURE_HEADER = "X-Signature-256"
 POOL = web.AppKey("recovery_pool", asyncpg.Pool)
 VAULT = web.AppKey("recovery_vault", Vault)
 MAX_FUTURE = timedelta(minutes=5)
+UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
 
 
 class Customer(Strict):
@@ -105,6 +107,7 @@ def shopify_signature(secret: str, body: bytes) -> str:
 def _refuse(request: web.Request, status: int, error: str, detail: str) -> web.Response:
     """Log (no body, no secret) and answer a refused event with its own status."""
     log.warning("recovery event refused: %s: %s (%s)", error, detail, request.path, extra={"status": status})
+    metrics.RECOVERY_EVENTS.labels(error).inc()
     return web.json_response({"error": error, "detail": detail}, status=status)
 
 
@@ -132,7 +135,10 @@ async def _body(request: web.Request) -> bytes | web.Response:
 
 
 async def post_event(request: web.Request) -> web.Response:
-    tenant = await _tenant(request)
+    try:
+        tenant = await _tenant(request)
+    except UNAVAILABLE as exc:
+        return _refuse(request, 503, "unavailable", f"database unavailable ({type(exc).__name__})")
     if tenant is None or not tenant[2].get("signing_key"):
         return _refuse(request, 404, "unknown_tenant", "no tenant with recovery events configured at this URL")
     tenant_id, timezone, secrets = tenant
@@ -151,20 +157,28 @@ async def post_event(request: web.Request) -> web.Response:
     except ValidationError as exc:
         problems = [f"{_path(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
         log.warning("recovery event refused: invalid: %s", "; ".join(problems))
+        metrics.RECOVERY_EVENTS.labels("invalid").inc()
         return web.json_response({"error": "invalid", "detail": problems}, status=422)
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        stored = await store_event(conn, tenant_id, timezone, event.to_event())
+    try:
+        async with request.app[POOL].acquire() as conn, conn.transaction():
+            stored = await store_event(conn, tenant_id, timezone, event.to_event())
+    except UNAVAILABLE as exc:  # the sender retries: nothing was stored
+        return _refuse(request, 503, "unavailable", f"database unavailable ({type(exc).__name__})")
     return _stored(stored)
 
 
 def _stored(stored: Stored) -> web.Response:
+    metrics.RECOVERY_EVENTS.labels("duplicate" if stored.duplicate else "stored").inc()
     answer = {"id": stored.id, "duplicate": stored.duplicate, "scheduled": stored.scheduled,
               "matched_contact": stored.contact_id is not None, "credited_message": stored.credited}  # fmt: skip
     return web.json_response(answer, status=200 if stored.duplicate else 201)
 
 
 async def post_shopify(request: web.Request) -> web.Response:
-    tenant = await _tenant(request)
+    try:
+        tenant = await _tenant(request)
+    except UNAVAILABLE as exc:
+        return _refuse(request, 503, "unavailable", f"database unavailable ({type(exc).__name__})")
     if tenant is None or not tenant[2].get("shopify_secret"):
         return _refuse(request, 404, "unknown_tenant", "no tenant with a Shopify secret at this URL")
     tenant_id, timezone, secrets = tenant
@@ -196,6 +210,8 @@ async def post_shopify(request: web.Request) -> web.Response:
             stored = await shopify.handle(conn, tenant_id, timezone, topic, doc)
     except shopify.ShopifyPayloadError as exc:
         return _refuse(request, 422, "invalid", str(exc))
+    except UNAVAILABLE as exc:  # Shopify retries: nothing was stored
+        return _refuse(request, 503, "unavailable", f"database unavailable ({type(exc).__name__})")
     return _stored(stored)
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import asyncpg
 from aio_pika.abc import AbstractExchange
 
+from engine import metrics
 from engine.bus.connection import connect, make_message, open_channel
 from engine.bus.shards import new_member_id
 from engine.bus.topology import Topology, declare_topology
@@ -110,7 +111,10 @@ class Scheduler:
 
     async def _sleep(self, stop: asyncio.Event) -> None:
         self._wake.clear()
-        next_due = await self.pool.fetchval(sql.NEXT_DUE)
+        try:
+            next_due = await self.pool.fetchval(sql.NEXT_DUE)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            next_due = None  # the next claim will report the outage
         longest = min(MAX_SLEEP, self.settings.scheduler_housekeeping)
         wait = longest if next_due is None else min(longest, max(0.0, float(next_due) - time.time()))
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
@@ -197,10 +201,12 @@ class Scheduler:
         rid = ctx["id"]
         if plan.action == "hold":
             await conn.execute(sql.RESCHEDULE, rid, plan.until)
+            metrics.RECOVERY_STEPS.labels("held").inc()
             return
         if plan.action == "skip":
             assert plan.reason is not None
             log.info("recovery step %s skipped: %s", rid, plan.reason.value)
+            metrics.RECOVERY_STEPS.labels(f"skipped_{plan.reason.value}").inc()
             await conn.execute(sql.MARK_SKIPPED, rid, plan.reason.value)
         else:
             sent = await self._send(conn, ctx, campaign, plan, template, now, out)
@@ -262,6 +268,7 @@ class Scheduler:
                 {"bot": rf.bot, "flow": rf.flow, "node": rf.node, "recovery_message_id": ctx["id"]},
             ))  # fmt: skip
         log.info("recovery step %s queued as %s on %s", ctx["id"], kind, channel_type.value)
+        metrics.RECOVERY_STEPS.labels(f"sent_{kind}").inc()
         return True
 
     async def _schedule_next(
