@@ -158,10 +158,12 @@ async def test_frequency_cap_skips_the_second_campaign_message(
     _, recorder = fake_platforms
     await load_tenant(settings, bundle(delay0="1s", delay1="1h", freq_cap="1h"))
     async with running_engine(settings) as engine:
+        # Both events due at the same moment, so one claim decides both: the cap must see the first
+        # send of that very claim.
+        customer, at = {"platform": "telegram", "id": "701"}, datetime.now(UTC).isoformat()
+        assert (await post_event(engine, cart("f-1", customer, occurred_at=at)))[0] == 201
+        assert (await post_event(engine, cart("f-2", customer, occurred_at=at)))[0] == 201
         start_scheduler(engine)
-        customer = {"platform": "telegram", "id": "701"}
-        assert (await post_event(engine, cart("f-1", customer)))[0] == 201
-        assert (await post_event(engine, cart("f-2", customer)))[0] == 201
         rows = await wait_for(lambda: _final(pool, 2))
         assert sorted((r["status"], r["skip_reason"]) for r in rows) == [("sent", None), ("skipped", "frequency_cap")]
         # Skipped, not rescheduled: the event's next step is still scheduled.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import signal
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -74,3 +75,36 @@ async def test_scheduler_killed_mid_claim_loses_and_duplicates_nothing(
         await asyncio.sleep(1.0)
     per_chat = collections.Counter(r.chat for r in recorder.sent("telegram", ok=True))
     assert len(per_chat) == 10 and set(per_chat.values()) == {1}
+
+
+async def test_frequency_cap_holds_across_two_schedulers(
+    settings: Settings, pool: asyncpg.Pool, fake_platforms: tuple[str, Recorder]
+) -> None:
+    """Two events of one contact due together, claimed by two schedulers at the same moment: the
+    per-contact claim lock makes the second see the first's send, so the cap skips it."""
+    _, recorder = fake_platforms
+    settings = settings.model_copy(update={"scheduler_batch": 1, "scheduler_claim_hold": 0.5})
+    await load_tenant(settings, bundle(delay0="0s", delay1="1h", freq_cap="1h"))
+    async with running_engine(settings) as engine:
+        at = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()  # both due together, a second from now
+        for contact in range(3):
+            for n in range(2):
+                body = cart(f"x-{contact}-{n}", {"platform": "telegram", "id": str(6100 + contact)}, occurred_at=at)
+                assert (await post_event(engine, body))[0] == 201
+        start_scheduler(engine)
+        start_scheduler(engine)
+
+        async def decided() -> bool:
+            return (
+                await count(pool, "SELECT count(*) FROM recovery_messages WHERE step = 0 AND status <> 'pending'") == 6
+            )
+
+        await wait_for(decided, 60)
+        await asyncio.sleep(1.0)
+    outcomes = collections.Counter(
+        (r["status"], r["skip_reason"])
+        for r in await pool.fetch("SELECT status, skip_reason FROM recovery_messages WHERE step = 0")
+    )
+    assert outcomes[("skipped", "frequency_cap")] == 3
+    per_chat = collections.Counter(r.chat for r in recorder.sent("telegram", ok=True))
+    assert len(per_chat) == 3 and set(per_chat.values()) == {1}
