@@ -211,7 +211,11 @@ async def load_bundle(
             raise BundleError(str(exc)) from None
         if recovery := {k: getattr(bundle, k) for k in RECOVERY_SECTIONS if k in bundle.model_fields_set}:
             try:
-                await save_recovery(conn, tid, recovery, bots, vault, bundle.flows)
-            except RecoveryDefinitionError as exc:
+
+                def secret(path: str, value: str) -> str:
+                    return resolve_secret(path, value, env)
+
+                await save_recovery(conn, tid, recovery, bots, vault, secret, bundle.flows)
+            except (RecoveryDefinitionError, DefinitionError) as exc:
                 raise BundleError(str(exc)) from None
     return channel_ids, warnings

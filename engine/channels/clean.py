@@ -19,7 +19,7 @@ import orjson
 
 from engine import sanitize
 from engine.channels.base import Event, MalformedBody
-from engine.models import InboundEvent, StatusEvent
+from engine.models import ConversationCommand, InboundEvent, StatusEvent
 
 MAX_TEXT = 40_000  # characters; Slack allows 40k, the others 4,096
 MAX_PAYLOAD = 4096  # characters of a button / postback payload
@@ -109,6 +109,18 @@ def status(event: StatusEvent) -> StatusEvent:
     )
 
 
+def command(event: ConversationCommand) -> ConversationCommand:
+    """A platform-made command (WhatsApp user_preferences): its key and time, as for any event."""
+    return dataclasses.replace(
+        event,
+        conversation_key=_identifier("conversation key", event.conversation_key),
+        issued_at=_timestamp(event.issued_at),
+    )
+
+
 def events(parsed: list[Event]) -> list[Event]:
     """Every event cleaned; raises MalformedBody on the first that cannot be."""
-    return [inbound(e) if isinstance(e, InboundEvent) else status(e) for e in parsed]
+    return [
+        inbound(e) if isinstance(e, InboundEvent) else status(e) if isinstance(e, StatusEvent) else command(e)
+        for e in parsed
+    ]

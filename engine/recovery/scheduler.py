@@ -77,7 +77,7 @@ def address(channel_type: ChannelType, key: str, attributes: dict[str, Any], ext
 class Scheduler:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.topology = Topology(settings.topology_prefix, settings.shards)
+        self.topology = Topology.of(settings)
         self._wake = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:

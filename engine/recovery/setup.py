@@ -8,8 +8,8 @@ out are archived, so their history stays), one absent leaves it alone.
 
 from __future__ import annotations
 
-import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -64,25 +64,18 @@ def campaign_id(tenant_id: str, slug: str) -> str:
     return str(stable_id(tenant_id, "recovery-campaign", slug))
 
 
-def _secret(path: str, value: str | None) -> str | None:
-    match = re.match(r"^env:([A-Za-z_][A-Za-z0-9_]*)$", value or "")
-    if match is None:
-        return value
-    if (found := os.environ.get(match.group(1))) is None:
-        raise RecoveryDefinitionError([f"{path}: environment variable {match.group(1)} is not set"])
-    return found
-
-
 async def save_recovery(
     conn: asyncpg.Connection,
     tenant_id: str,
     raw: dict[str, Any],
     known_bots: dict[str, str],
     vault: Vault,
+    resolve_secret: Callable[[str, str], str],
     file_flows: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Validate and save the sections present in raw. file_flows: the file's own `flows:` (the
-    flows a reply_flow may name, besides those already saved)."""
+    """Validate and save the sections present in raw. resolve_secret(path, value): the tenant
+    file's `env:NAME` rule for secrets (it raises with the path when a name is not allowed).
+    file_flows: the file's own `flows:` (those a reply_flow may name, besides the saved ones)."""
     section = parse(raw)
     flows: dict[tuple[str, str], dict[str, str]] = {
         (r["bot_id"], r["slug"]): {n["id"]: n.get("type", "") for n in r["definition"].get("nodes", [])}
@@ -102,8 +95,8 @@ async def save_recovery(
         if "recovery" in raw and section.recovery is not None:
             s = section.recovery
             given = {
-                "signing_key": _secret("recovery.signing_key", s.signing_key),
-                "shopify_secret": _secret("recovery.shopify_secret", s.shopify_secret),
+                "signing_key": s.signing_key and resolve_secret("recovery.signing_key", s.signing_key),
+                "shopify_secret": s.shopify_secret and resolve_secret("recovery.shopify_secret", s.shopify_secret),
             }
             secrets = {k: v for k, v in given.items() if v}
             old = await conn.fetchval(sql.SELECT_SETTINGS_SECRETS, tenant_id)

@@ -29,7 +29,7 @@ async def test_load_is_idempotent_and_archives_removed_campaigns(pool: asyncpg.P
     await load_bundle(pool, vault, parse_bundle(bundle()))
     before = await pool.fetch("SELECT id, updated_at FROM recovery_campaigns UNION ALL "
                               "SELECT id, updated_at FROM channel_templates ORDER BY 1")  # fmt: skip
-    await load_bundle(pool, vault, parse_bundle(bundle()))
+    await load_bundle(pool, vault, parse_bundle(bundle()), update=True)
     after = await pool.fetch("SELECT id, updated_at FROM recovery_campaigns UNION ALL "
                              "SELECT id, updated_at FROM channel_templates ORDER BY 1")  # fmt: skip
     assert before == after and len(after) == 2
@@ -40,6 +40,6 @@ async def test_load_is_idempotent_and_archives_removed_campaigns(pool: asyncpg.P
     assert {"stop", "baja", "unsubscribe"} <= set(stop_words)
 
     text = bundle().replace("campaigns:\n  - slug: cart", "campaigns:\n  - slug: cart2")
-    await load_bundle(pool, vault, parse_bundle(text))
+    await load_bundle(pool, vault, parse_bundle(text), update=True)
     rows = {r["slug"]: r["status"] for r in await pool.fetch("SELECT slug, status FROM recovery_campaigns")}
     assert rows == {"cart": "archived", "cart2": "active"}
