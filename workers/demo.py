@@ -203,7 +203,9 @@ def main(settings: Settings, keep_running: bool = False) -> int:
             "slack_api_base": f"{fake}/slack/api",
             # The example file reads these two, and its order tool calls the fake shop on loopback,
             # which tools may reach only where the operator allows it (docs/security.md).
-            "tenant_env": ",".join(filter(None, [settings.tenant_env, "SHOP_API_URL", "SHOP_API_TOKEN"])),
+            "tenant_env": ",".join(
+                filter(None, [settings.tenant_env, "SHOP_API_URL", "SHOP_API_TOKEN", *demo_recovery.ENVIRONMENT])
+            ),
             "tool_allow_hosts": ",".join(filter(None, [settings.tool_allow_hosts, "127.0.0.1"])),
         }
     )
