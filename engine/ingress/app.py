@@ -174,7 +174,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", readyz)
     if settings.metrics_on_webhook_port:  # off by default: the webhook port is public
         app.router.add_get("/metrics", metrics_view)
-    recovery_events.install(app, settings)  # POST /events/{tenant}[/shopify]
+    recovery_events.install(app, settings, POOL)  # POST /events/{tenant}[/shopify]
     return app
 
 

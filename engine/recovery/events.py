@@ -36,13 +36,12 @@ from engine.recovery.campaigns import EventType
 from engine.recovery.intake import CustomerRef, NewEvent, Stored, event_id, store_event
 from engine.settings import Settings
 from engine.store import recovery as sql
-from engine.store.pool import create_pool
 from engine.validation import Strict
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Signature-256"
-POOL = web.AppKey("recovery_pool", asyncpg.Pool)
+POOL_KEY = web.AppKey("recovery_pool_key", web.AppKey)  # the receiver's own pool, under its own key
 VAULT = web.AppKey("recovery_vault", Vault)
 MAX_FUTURE = timedelta(minutes=5)
 UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
@@ -116,7 +115,7 @@ def _path(loc: tuple[Any, ...]) -> str:
 
 
 async def _tenant(request: web.Request) -> tuple[str, str, dict[str, str]] | None:
-    row = await request.app[POOL].fetchrow(sql.SELECT_TENANT, request.match_info["tenant"])
+    row = await _pool(request).fetchrow(sql.SELECT_TENANT, request.match_info["tenant"])
     if row is None:
         return None
     try:
@@ -160,7 +159,7 @@ async def post_event(request: web.Request) -> web.Response:
         metrics.RECOVERY_EVENTS.labels("invalid").inc()
         return web.json_response({"error": "invalid", "detail": problems}, status=422)
     try:
-        async with request.app[POOL].acquire() as conn, conn.transaction():
+        async with _pool(request).acquire() as conn, conn.transaction():
             stored = await store_event(conn, tenant_id, timezone, event.to_event())
     except UNAVAILABLE as exc:  # the sender retries: nothing was stored
         return _refuse(request, 503, "unavailable", f"database unavailable ({type(exc).__name__})")
@@ -204,7 +203,7 @@ async def post_shopify(request: web.Request) -> web.Response:
         log.info("shopify topic %r ignored", topic)
         return web.json_response({"ignored": topic}, status=200)
     try:
-        async with request.app[POOL].acquire() as conn, conn.transaction():
+        async with _pool(request).acquire() as conn, conn.transaction():
             if delivery and await conn.fetchval(sql.INSERT_DELIVERY, tenant_id, "shopify", delivery) is None:
                 return web.json_response({"duplicate": True, "delivery": delivery}, status=200)
             stored = await shopify.handle(conn, tenant_id, timezone, topic, doc)
@@ -215,18 +214,21 @@ async def post_shopify(request: web.Request) -> web.Response:
     return _stored(stored)
 
 
-def install(app: web.Application, settings: Settings) -> None:
-    """Add the events routes (and their own small pool) to the receiver app."""
+def install(app: web.Application, settings: Settings, pool_key: web.AppKey[asyncpg.Pool]) -> None:
+    """Add the events routes to the receiver app; they use the receiver's pool (app[pool_key])."""
     app.router.add_post("/events/{tenant}", post_event)
     app.router.add_post("/events/{tenant}/shopify", post_shopify)
+    app[POOL_KEY] = pool_key
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        app[POOL] = await create_pool(settings.database_url, max_size=4)
         app[VAULT] = Vault(settings.master_key)
         yield
-        await app[POOL].close()
 
     app.cleanup_ctx.append(resources)
+
+
+def _pool(request: web.Request) -> asyncpg.Pool:
+    return request.app[request.app[POOL_KEY]]
 
 
 __all__ = ["EventIn", "event_id", "install", "shopify_signature", "signature"]
