@@ -37,6 +37,7 @@ CAPTURED = Counter("engine_webhooks_captured_total", "Webhook requests written t
 CAPTURE_DROPPED = Counter(
     "engine_webhooks_capture_dropped_total", "Webhook requests not captured: the writer's queue was full or it failed"
 )
+
 RECOVERY_EVENTS = Counter(
     "engine_recovery_events_total",
     "Recovery events posted, by outcome (stored, duplicate, refused reason)",
