@@ -218,7 +218,7 @@ async def test_stop_word_and_user_preferences_opt_out(
         assert rows["pay-1"]["status"] == "sent"
 
 
-async def test_marketing_cap_131049_is_retried_later(
+async def test_marketing_cap_131049_is_retried_later_and_131047_is_final(
     settings: Settings, pool: asyncpg.Pool, fake_platforms: tuple[str, Recorder]
 ) -> None:
     _, recorder = fake_platforms
@@ -226,14 +226,17 @@ async def test_marketing_cap_131049_is_retried_later(
     await load_tenant(settings, bundle(delay0="0s", delay1="1h"))
     recorder.add_fault(Fault(platform="whatsapp", chat="34622000001", status=400, error_code=131049, times=1))
     recorder.add_fault(Fault(platform="whatsapp", chat="34622000002", status=400, error_code=131049, times=None))
+    recorder.add_fault(Fault(platform="whatsapp", chat="34622000003", status=400, error_code=131047, times=None))
     async with running_engine(settings) as engine:
         start_scheduler(engine)
         assert (await post_event(engine, cart("m-1", {"phone": "34622000001"})))[0] == 201
         assert (await post_event(engine, cart("m-2", {"phone": "34622000002"})))[0] == 201
+        assert (await post_event(engine, cart("m-3", {"phone": "34622000003"})))[0] == 201
 
         async def settled() -> dict[str, dict[str, object]] | None:
             rows = {r["source_id"]: r for r in await steps(pool) if r["step"] == 0}
             ok = rows.get("m-1", {}).get("status") == "sent" and rows.get("m-2", {}).get("status") == "failed"
+            ok = ok and rows.get("m-3", {}).get("status") == "failed"
             return rows if ok else None
 
         rows = await wait_for(settled, 30)
@@ -241,6 +244,9 @@ async def test_marketing_cap_131049_is_retried_later(
         assert (rows["m-2"]["retry_count"], rows["m-2"]["skip_reason"]) == (2, "marketing_cap")
         assert [r.ok for r in recorder.sent("whatsapp", chat="34622000001")] == [False, True]
         assert len(recorder.sent("whatsapp", chat="34622000002")) == 3  # the first try and two retries
+        # 131047 (outside the 24 h window) is final: no retry.
+        assert (rows["m-3"]["retry_count"], rows["m-3"]["skip_reason"]) == (0, "outside_window")
+        assert len(recorder.sent("whatsapp", chat="34622000003")) == 1
     recorder.clear_faults()
 
 
