@@ -265,7 +265,7 @@ class Scheduler:
         if (rf := step.reply_flow) is not None:
             out.commands.append(ConversationCommand(
                 ctx["channel_id"], ctx["tenant_id"], key, "recovery_flow", now.timestamp(),
-                {"bot": rf.bot, "flow": rf.flow, "node": rf.node, "recovery_message_id": ctx["id"]},
+                data={"bot": rf.bot, "flow": rf.flow, "node": rf.node, "recovery_message_id": ctx["id"]},
             ))  # fmt: skip
         log.info("recovery step %s queued as %s on %s", ctx["id"], kind, channel_type.value)
         metrics.RECOVERY_STEPS.labels(f"sent_{kind}").inc()
