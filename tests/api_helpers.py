@@ -34,6 +34,10 @@ faqs:
   - {bot: shop, question: "When are you open?", answer: "Always.", keywords: [open]}
 documents:
   - {bot: shop, slug: returns, title: Returns, body: "Returns are free within 30 days."}
+templates:
+  - {name: cart_reminder, language: en_US, text: "Your cart is waiting.", components: [{type: body}]}
+campaigns:
+  - {slug: cart, triggers: [cart_abandoned], steps: [{delay: 1h, template: cart_reminder, text: "Still there?"}]}
 """
 
 
@@ -78,6 +82,40 @@ async def seed_conversation(
             at - timedelta(seconds=messages - i),
         )  # fmt: skip
     return conversation
+
+
+async def seed_recovery(pool: asyncpg.Pool, tenant_slug: str, contact_key: str) -> None:
+    """A recovery event of the tenant's `cart` campaign with a step, its funnel row, the contact's
+    opt-out, the tenant's recovery settings and a source delivery, written as the engine would (the
+    owner role); contact_key names a contact seed_conversation made."""
+    tenant = str(stable_id("tenant", tenant_slug))
+    channel = str(stable_id(tenant, "channel", "tg"))
+    contact = str(stable_id(channel, "contact", contact_key))
+    campaign = str(stable_id(tenant, "recovery-campaign", "cart"))
+    event = str(stable_id(tenant, "event", contact_key))
+    now = datetime.now(UTC)
+    await pool.execute(
+        "INSERT INTO recovery_events (id, tenant_id, event_type, source, source_id, contact_id, channel_id, value, "
+        "currency, status, occurred_at, expires_at) VALUES ($1, $2, 'cart_abandoned', 'shop', $3, $4, $5, 10, 'EUR', "
+        "'scheduled', $6::timestamptz, $6::timestamptz + interval '1 day')", event, tenant, contact_key, contact, channel, now,
+    )  # fmt: skip
+    await pool.execute(
+        "INSERT INTO recovery_messages (id, tenant_id, campaign_id, event_id, step, contact_id, channel_id, "
+        "scheduled_at) VALUES ($1, $2, $3, $4, 0, $5, $6, $7::timestamptz + interval '1 hour')",
+        str(uuid.uuid4()), tenant, campaign, event, contact, channel, now,
+    )  # fmt: skip
+    await pool.execute(
+        "INSERT INTO recovery_analytics (tenant_id, campaign_id, period, period_start, events) "
+        "VALUES ($1, $2, 'day', $3, 1)", tenant, campaign, now.date(),
+    )  # fmt: skip
+    await pool.execute(
+        "INSERT INTO contact_preferences (contact_id, tenant_id, marketing_opt_out, source, changed_at) "
+        "VALUES ($1, $2, true, 'keyword', $3)", contact, tenant, now,
+    )  # fmt: skip
+    await pool.execute("INSERT INTO recovery_settings (tenant_id, stop_words) VALUES ($1, '{stop}')", tenant)
+    await pool.execute(
+        "INSERT INTO recovery_deliveries (tenant_id, source, delivery_id) VALUES ($1, 'shopify', $2)", tenant, event
+    )
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """SQL of the admin API's conversations, transcripts, handoff queue and contacts. Reads only: the
 worker that owns a conversation is the only writer of its state (the API sends it commands through
-the conversation's shard); contact tags and opt-out, which no worker writes, are the exception.
+the conversation's shard); contact tags, which no worker writes, are the exception. A contact's
+marketing opt-out is contact_preferences (the scheduler's, also written by STOP words and WhatsApp
+user_preferences): the API writes it with engine.store.recovery.UPSERT_PREFERENCES, source 'api'.
 Every statement is filtered by tenant ($1) besides row-level security. Pages are keyset cursors."""
 
 from __future__ import annotations
@@ -43,22 +45,18 @@ ORDER BY created_at DESC LIMIT 1
 """
 
 _CONTACT_COLUMNS = """
-k.id::text, k.channel_id::text, k.external_id, k.name, k.attributes, k.tags, k.opted_out_at, k.created_at,
-k.last_seen_at
+k.id::text, k.channel_id::text, k.external_id, k.name, k.attributes, k.tags, k.created_at, k.last_seen_at,
+coalesce(p.marketing_opt_out, false) AS opted_out, p.source AS opt_out_source, p.changed_at AS opt_out_changed_at
 """
+_CONTACT_FROM = "FROM channel_contacts k LEFT JOIN contact_preferences p ON p.contact_id = k.id"
 SELECT_CONTACTS = f"""
-SELECT {_CONTACT_COLUMNS} FROM channel_contacts k
+SELECT {_CONTACT_COLUMNS} {_CONTACT_FROM}
 WHERE k.tenant_id = $1 AND ($2::uuid IS NULL OR k.channel_id = $2) AND ($3::text IS NULL OR $3 = any(k.tags))
   AND ($4::timestamptz IS NULL OR (k.last_seen_at, k.id) < ($4, $5::uuid))
 ORDER BY k.last_seen_at DESC, k.id DESC LIMIT $6
 """
-SELECT_CONTACT = f"SELECT {_CONTACT_COLUMNS} FROM channel_contacts k WHERE k.tenant_id = $1 AND k.id = $2"
-UPDATE_CONTACT = """
-UPDATE channel_contacts SET tags = coalesce($3, tags),
-    opted_out_at = CASE WHEN $4::boolean IS NULL THEN opted_out_at
-                        WHEN $4 THEN coalesce(opted_out_at, now()) ELSE NULL END
-WHERE tenant_id = $1 AND id = $2
-"""
+SELECT_CONTACT = f"SELECT {_CONTACT_COLUMNS} {_CONTACT_FROM} WHERE k.tenant_id = $1 AND k.id = $2"
+UPDATE_CONTACT_TAGS = "UPDATE channel_contacts SET tags = $3 WHERE tenant_id = $1 AND id = $2"
 SELECT_CONTACT_CONVERSATIONS = """
 SELECT id::text, channel_id::text, external_key FROM conversations WHERE tenant_id = $1 AND contact_id = $2
 ORDER BY last_message_at DESC LIMIT $3

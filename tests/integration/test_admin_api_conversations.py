@@ -100,7 +100,11 @@ async def test_contacts(world: World, pool: asyncpg.Pool, settings: Settings) ->
     (contact,) = page["items"]
     assert (contact["external_id"], contact["attributes"], contact["opted_out"]) == ("700", {"tier": "gold"}, False)
     status, contact, _ = await api.call("PATCH", f"/contacts/{contact['id']}", a, {"tags": ["vip"], "opted_out": True})
-    assert (status, contact["tags"], contact["opted_out"]) == (200, ["vip"], True)
+    assert (status, contact["tags"], contact["opted_out"], contact["opt_out_source"]) == (200, ["vip"], True, "api")
+    # The one opt-out: the scheduler's contact_preferences row, written as a STOP word writes it.
+    pref = await pool.fetchrow("SELECT marketing_opt_out, source FROM contact_preferences WHERE contact_id = $1",
+                               contact["id"])  # fmt: skip
+    assert (pref["marketing_opt_out"], pref["source"]) == (True, "api")
     assert [c["id"] for c in (await api.call("GET", "/contacts?tag=vip", a))[1]["items"]] == [contact["id"]]
     assert (await api.call("GET", "/contacts?tag=nope", a))[1]["items"] == []
     status, body, _ = await api.call("PATCH", f"/contacts/{contact['id']}", a, {"attributes": {"tier": None}})
@@ -108,7 +112,9 @@ async def test_contacts(world: World, pool: asyncpg.Pool, settings: Settings) ->
     assert await queued_inbound(settings) == 1
     assert (await api.call("PATCH", f"/contacts/{contact['id']}", a, {"tags": "vip"}))[0] == 422
     status, body, _ = await api.call("PATCH", f"/contacts/{contact['id']}", a, {"opted_out": False})
-    assert (status, body["opted_out"], body["tags"]) == (200, False, ["vip"])
+    assert (status, body["opted_out"], body["opted_out_at"], body["tags"]) == (200, False, None, ["vip"])
+    assert await pool.fetchval("SELECT marketing_opt_out FROM contact_preferences WHERE contact_id = $1",
+                               contact["id"]) is False  # fmt: skip
 
 
 async def _dead_letter(settings: Settings, tenant_id: str, channel_id: str, event_id: str) -> None:

@@ -11,13 +11,14 @@ import asyncpg
 from engine.admin.api import openapi
 from engine.admin.api.app import ROUTES
 from engine.settings import Settings
-from tests.api_helpers import seed_conversation
+from tests.api_helpers import seed_conversation, seed_recovery
 from tests.harness import queued_inbound
 from tests.integration.conftest import World
 from tests.integration.test_admin_api_conversations import _dead_letter
 
 B_TABLES = ["organizations", "bots", "bot_configuration", "channels", "channel_contacts", "conversations",
-            "message_history", "routing_rules", "bot_flows", "tools", "faqs", "kb_documents", "audit_logs"]  # fmt: skip
+            "message_history", "routing_rules", "bot_flows", "tools", "faqs", "kb_documents", "audit_logs",
+            "recovery_campaigns", "channel_templates", "recovery_analytics", "contact_preferences"]  # fmt: skip
 # Bodies that pass validation, so that only the id can make the call fail.
 BODIES: dict[str, Any] = {"AgentReplyIn": {"text": "hello"}, "ContactPatch": {"tags": ["x"], "opted_out": True}}
 
@@ -37,7 +38,8 @@ async def _ids_of(pool: asyncpg.Pool, world: World, tenant: str) -> dict[str, st
         kind: await pool.fetchval(one.format(table), tenant)
         for kind, table in (("bots", "bots"), ("channels", "channels"), ("rules", "routing_rules"),
                             ("flows", "bot_flows"), ("tools", "tools"), ("faqs", "faqs"), ("documents", "kb_documents"),
-                            ("conversations", "conversations"), ("contacts", "channel_contacts"))
+                            ("conversations", "conversations"), ("contacts", "channel_contacts"),
+                            ("campaigns", "recovery_campaigns"), ("templates", "channel_templates"))
     }  # fmt: skip
     (letter,) = (await world.api.call("GET", "/dead-letters", world.b))[1]["items"]
     ids["dead-letters"] = letter["id"]
@@ -49,6 +51,7 @@ async def test_tenant_a_cannot_reach_tenant_b_by_id(world: World, pool: asyncpg.
     b = tenants["globex"]
     await seed_conversation(pool, "globex", "900", "human")
     await seed_conversation(pool, "acme", "900", "human")
+    await seed_recovery(pool, "globex", "900")  # B's funnel rows and opt-out, which A's calls must not touch
     await _dead_letter(settings, b, world.channels["globex"], "poison")
     ids = await _ids_of(pool, world, b)
     assert all(ids.values()), ids
@@ -76,5 +79,17 @@ async def test_tenant_a_cannot_reach_tenant_b_by_id(world: World, pool: asyncpg.
     assert await queued_inbound(settings) == queued  # no command reached B's conversations
     assert len((await world.api.call("GET", "/dead-letters", world.b))[1]["items"]) == 1
     # ... and B's own token reaches the same ids (the 404s were the tenant, not the ids).
-    for kind in ("bots", "channels", "rules", "flows", "tools", "faqs", "documents", "conversations", "contacts"):
+    for kind in (
+        "bots",
+        "channels",
+        "rules",
+        "flows",
+        "tools",
+        "faqs",
+        "documents",
+        "conversations",
+        "contacts",
+        "campaigns",
+        "templates",
+    ):
         assert (await world.api.call("GET", f"/{kind}/{ids[kind]}", world.b))[0] == 200, kind

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from engine.admin.api import brain, config, conversations, openapi, operations
+from engine.admin.api import brain, config, conversations, openapi, operations, recovery
 from engine.admin.api.auth import LIMITER, RateLimiter, make_handler
 from engine.admin.api.broker import ApiBroker
 from engine.admin.api.context import POOL, SETTINGS
@@ -25,7 +25,9 @@ from engine.store.pool import create_pool
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
-ROUTES: list[Route] = [*config.ROUTES, *brain.ROUTES, *conversations.ROUTES, *operations.ROUTES]
+ROUTES: list[Route] = [
+    *config.ROUTES, *brain.ROUTES, *conversations.ROUTES, *recovery.ROUTES, *operations.ROUTES
+]  # fmt: skip
 DOCUMENT = web.AppKey("api_document", bytes)
 
 

@@ -31,7 +31,7 @@ async def _one(conn: asyncpg.Connection, query: str, *args: Any, what: str) -> a
     return row
 
 
-def _check_identity(existing: str | None, new_id: str, found: asyncpg.Record | None, kind: str, key: str) -> None:
+def check_identity(existing: str | None, new_id: str, found: asyncpg.Record | None, kind: str, key: str) -> None:
     """POST creates (409 if it exists); PUT changes the item its id names, whose key cannot change."""
     if existing is None and found is not None:
         raise ApiError(409, "exists", f"{kind[:-1]} exists: PUT /{kind}/{new_id} to change it")
@@ -62,7 +62,7 @@ async def _save_rule(call: Call, existing: str | None) -> Reply:
         section, _, _ = await check_section_item(conn, call.tenant_id, "rules", call.body)
         rule = section.rules[0]
         rid = str(stable_id(call.tenant_id, "rule", rule.name))
-        _check_identity(existing, rid, await conn.fetchrow(sql.SELECT_RULE, call.tenant_id, existing or rid),
+        check_identity(existing, rid, await conn.fetchrow(sql.SELECT_RULE, call.tenant_id, existing or rid),
                         "rules", "name")  # fmt: skip
         conditions = (
             rule.conditions.model_dump(mode="json", by_alias=True, exclude_none=True) if rule.conditions else None
@@ -141,7 +141,7 @@ async def _save_flow(call: Call, existing: str | None) -> Reply:
         bot = ctx.bots.get(flow.bot) or flow.bot  # a slug, or already an id
         fid = flow_id(call.tenant_id, bot, flow.slug)
         latest = await conn.fetchrow(dsql.SELECT_LATEST_FLOW, fid)
-        _check_identity(existing, fid, current if existing else latest, "flows", "bot and slug")
+        check_identity(existing, fid, current if existing else latest, "flows", "bot and slug")
         definition = flow.definition()
         version = latest["version"] if latest else 0
         if latest is None or latest["definition"] != definition:
@@ -206,7 +206,7 @@ async def _save_tool(call: Call, existing: str | None) -> Reply:
         section, _, _ = await check_section_item(conn, call.tenant_id, "tools", raw)
         tool = section.tools[0]
         tid = str(stable_id(call.tenant_id, "tool", tool.slug))
-        _check_identity(existing, tid, stored_row if existing else await conn.fetchrow(sql.SELECT_TOOL,
+        check_identity(existing, tid, stored_row if existing else await conn.fetchrow(sql.SELECT_TOOL,
                         call.tenant_id, tid), "tools", "slug")  # fmt: skip
         old = stored_row["secrets"] if stored_row else None
         token = vault.encrypt_unless_same(old, tool.secrets) if tool.secrets else None
@@ -288,7 +288,7 @@ async def _save_document(call: Call, existing: str | None) -> Reply:
         d = section.documents[0]
         bot = ctx.bots.get(d.bot) or d.bot
         did = str(stable_id(call.tenant_id, "document", bot, d.slug))
-        _check_identity(existing, did, await conn.fetchrow(sql.SELECT_DOCUMENT, call.tenant_id, existing or did),
+        check_identity(existing, did, await conn.fetchrow(sql.SELECT_DOCUMENT, call.tenant_id, existing or did),
                         "documents", "slug")  # fmt: skip
         await conn.execute(dsql.UPSERT_DOCUMENT, did, call.tenant_id, bot, d.slug, d.title, d.body, d.url, d.language)
         await call.audit(

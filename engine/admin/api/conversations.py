@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -32,6 +33,7 @@ from engine.admin.api.models import (
 from engine.admin.api.routing import ApiError, Reply, Route, not_found
 from engine.models import ChannelType, ConversationCommand, stable_id
 from engine.store import api_conversations as sql
+from engine.store.recovery import UPSERT_PREFERENCES
 
 BROKER = web.AppKey("api_broker", ApiBroker)
 READ, AGENT = ("read", "agent"), ("agent",)
@@ -140,8 +142,16 @@ def _status_command(action: str) -> Any:
 # --- contacts -------------------------------------------------------------------------------------------
 
 
+async def set_opt_out(conn: asyncpg.Connection, tenant_id: str, contact: str, opted_out: bool) -> None:
+    """The contact's marketing opt-out, written as STOP words and WhatsApp user_preferences write it
+    (the latest change wins), so the scheduler's claim-time check obeys it."""
+    now = datetime.now(UTC)
+    await conn.execute(UPSERT_PREFERENCES, [contact], [tenant_id], [opted_out], ["api"], [now])
+
+
 def _contact_out(row: asyncpg.Record) -> ContactOut:
-    return ContactOut(**dict(row), opted_out=row["opted_out_at"] is not None)
+    data = {k: row[k] for k in row.keys() if k != "opt_out_changed_at"}  # noqa: SIM118
+    return ContactOut(**data, opted_out_at=row["opt_out_changed_at"] if row["opted_out"] else None)
 
 
 async def list_contacts(call: Call) -> Reply:
@@ -163,14 +173,18 @@ async def get_contact(call: Call) -> Reply:
 
 
 async def patch_contact(call: Call) -> Reply:
-    """Tags and opt-out are written at once; attributes go through each of the contact's
-    conversations' shards (the workers hold them), so the answer is 202 when they are given."""
+    """Tags and opt-out are written at once (the opt-out is the marketing opt-out the recovery
+    scheduler checks at claim time); attributes go through each of the contact's conversations'
+    shards (the workers hold them), so the answer is 202 when they are given."""
     patch: ContactPatch = call.model(ContactPatch)
     cid = call.id(what="contact")
     async with call.db() as conn:
         if await conn.fetchrow(sql.SELECT_CONTACT, call.tenant_id, cid) is None:
             raise not_found("contact")
-        await conn.execute(sql.UPDATE_CONTACT, call.tenant_id, cid, patch.tags, patch.opted_out)
+        if patch.tags is not None:
+            await conn.execute(sql.UPDATE_CONTACT_TAGS, call.tenant_id, cid, patch.tags)
+        if patch.opted_out is not None:
+            await set_opt_out(conn, call.tenant_id, cid, patch.opted_out)
         await call.audit(conn, "update", "contacts", cid, None, {"id": cid})
         if patch.attributes:
             conversations = await conn.fetch(sql.SELECT_CONTACT_CONVERSATIONS, call.tenant_id, cid,

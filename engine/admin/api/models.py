@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import datetime
-from typing import Any, Literal
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from engine.admin.api.routing import ApiError
+from engine.recovery.report import parse_since
 from engine.validation import Strict, TimeZone
 
 MAX_PAGE = 200
@@ -197,8 +198,11 @@ class ContactOut(Out):
     name: str | None
     attributes: dict[str, Any]
     tags: list[str]
-    opted_out: bool
+    opted_out: bool = Field(description="the marketing opt-out the recovery scheduler obeys")
     opted_out_at: datetime | None
+    opt_out_source: str | None = Field(
+        description="who made the latest opt-out/in change: keyword, whatsapp_user_preferences or api"
+    )
     created_at: datetime
     last_seen_at: datetime
 
@@ -213,7 +217,9 @@ class ContactPatch(Strict):
         default=None, description="merged into the contact's attributes (null removes a key), applied in order"
     )
     tags: list[str] | None = Field(default=None, max_length=100)
-    opted_out: bool | None = None
+    opted_out: bool | None = Field(
+        default=None, description="the marketing opt-out (recovery campaigns' marketing steps are skipped)"
+    )
 
 
 class DeadLetterOut(Out):
@@ -288,3 +294,69 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
         return datetime.fromisoformat(at), str(uuid.UUID(row_id))
     except (ValueError, TypeError, orjson.JSONDecodeError):
         raise ApiError(422, "invalid", "bad cursor", [{"path": "query.cursor", "message": "not a cursor"}]) from None
+
+
+# --- recovery campaigns, templates and their analytics ---------------------------------------------------
+
+
+class CampaignOut(Out):
+    id: str
+    slug: str
+    name: str
+    type: str
+    category: str
+    status: str
+    triggers: list[str]
+    definition: dict[str, Any] = Field(description="the campaign as validated (durations in seconds)")
+    created_at: datetime
+    updated_at: datetime
+
+
+class TemplateOut(Out):
+    id: str
+    name: str
+    language: str
+    category: str
+    components: list[dict[str, Any]]
+    text: str | None
+    status: str
+    platform_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class FunnelOut(Out):
+    events: int
+    scheduled: int
+    sent: int
+    delivered: int
+    read: int
+    replied: int
+    converted: int
+    skipped: dict[str, int] = Field(description="steps skipped, cancelled or failed, by reason")
+    revenue_at_risk: float
+    revenue_recovered: float
+    conversion_rate: float = Field(description="events converted by a message / events")
+
+
+class AnalyticsDayOut(FunnelOut):
+    period_start: date
+    updated_at: datetime
+
+
+class AnalyticsOut(Out):
+    campaign_id: str
+    slug: str
+    since: date
+    totals: FunnelOut
+    days: list[AnalyticsDayOut]
+
+
+def _since(value: Any) -> Any:
+    return parse_since(value) if isinstance(value, str) else value
+
+
+class AnalyticsQuery(Strict):
+    since: Annotated[date | None, BeforeValidator(_since)] = Field(
+        default=None, description="YYYY-MM-DD, or Nd for N days ago (default 30d); days of the events"
+    )
