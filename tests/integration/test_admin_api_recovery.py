@@ -97,5 +97,6 @@ async def test_campaign_analytics_query(world: World) -> None:
     assert (await api.call("GET", f"/campaigns/{cart['id']}/analytics?since=7d", a))[0] == 200
     status, body, _ = await api.call("GET", f"/campaigns/{cart['id']}/analytics?since=yesterday", a)
     assert (status, _paths(body)) == (422, {"query.since"})
+    assert body["errors"][0]["message"] == "expected YYYY-MM-DD or Nd (N days ago), got 'yesterday'"
     status, body, _ = await api.call("GET", f"/campaigns/{cart['id']}/analytics?until=x", a)
     assert (status, _paths(body)) == (422, {"query.until"})

@@ -353,7 +353,12 @@ class AnalyticsOut(Out):
 
 
 def _since(value: Any) -> Any:
-    return parse_since(value) if isinstance(value, str) else value
+    if not isinstance(value, str):
+        return value
+    try:
+        return parse_since(value)
+    except ValueError:
+        raise ValueError(f"expected YYYY-MM-DD or Nd (N days ago), got {value!r}") from None
 
 
 class AnalyticsQuery(Strict):
