@@ -10,12 +10,17 @@ from engine.models import ChannelType, OutboundMessage, SendError
 from engine.outbound.ratelimit import DEFAULT_LIMITS, ChannelLimits, Limit, RateLimiter, limits_for
 from engine.settings import Settings
 
+# The clocks start far from zero: there a wait of N seconds and the clock time N are different
+# things, so a Retry-After taken as an absolute time (or a deadline taken as a duration) shows.
+T0 = 1_000_000.0
+
 
 class FakeTime:
     """Virtual time: sleep() parks the caller until advance() moves the clock past its deadline."""
 
-    def __init__(self) -> None:
-        self.now = 0.0
+    def __init__(self, start: float = T0) -> None:
+        self.start = start
+        self.now = start
         self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
 
@@ -51,7 +56,7 @@ TELEGRAM = DEFAULT_LIMITS[ChannelType.TELEGRAM]
 async def send_burst(limiter: RateLimiter, fake: FakeTime, chat: str, n: int, limits: ChannelLimits, log: list):
     for i in range(n):
         await limiter.acquire_send("bot1", chat, limits)
-        log.append((chat, i, fake.now))
+        log.append((chat, i, fake.now - fake.start))  # seconds since the test began
 
 
 async def test_one_message_per_second_per_telegram_chat() -> None:
@@ -134,13 +139,13 @@ async def test_block_holds_a_key_and_late_blocks_reach_sleepers() -> None:
     task = asyncio.create_task(send_burst(limiter, fake, "111", 3, TELEGRAM, log))
     for _ in range(5):
         await asyncio.sleep(0)
-    limiter.block(chat, fake.now + 30.0)
+    limiter.block(chat, fake.now + 30.0)  # an absolute clock time
     await fake.run(task)
     assert [t for *_, t in log] == [39.0, 40.0, 41.0]
 
 
 def test_delay_and_try_acquire_without_sleeping() -> None:
-    now = [100.0]
+    now = [T0]
     limiter = RateLimiter(clock=lambda: now[0])
     keys = limiter.send_keys("bot1", "111", TELEGRAM)
     assert limiter.delay(keys) == 0.0
@@ -168,11 +173,11 @@ async def test_a_slow_chat_never_holds_back_the_shared_channel_key() -> None:
 
 
 def test_idle_buckets_are_swept() -> None:
-    now = [0.0]
+    now = [T0]
     limiter = RateLimiter(clock=lambda: now[0], sweep_every=10)
     for i in range(9):
         assert limiter.try_acquire([(f"k{i}", Limit(1.0))])
-    now[0] = 100.0
+    now[0] = T0 + 100.0
     assert limiter.try_acquire([("last", Limit(1.0))])
     assert set(limiter._tat) == {"last"}
 
@@ -189,7 +194,7 @@ def test_limits_for_defaults_and_overrides() -> None:
 
 
 def test_block_after_picks_the_key_the_error_concerns() -> None:
-    now = [0.0]
+    now = [T0]
     limiter = RateLimiter(clock=lambda: now[0])
     chat_keys = limiter.send_keys("wa1", "BSUID1", DEFAULT_LIMITS[ChannelType.WHATSAPP])
     other_keys = limiter.send_keys("wa1", "BSUID2", DEFAULT_LIMITS[ChannelType.WHATSAPP])
