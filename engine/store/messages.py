@@ -181,7 +181,7 @@ def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object
 
 async def flush(conn: asyncpg.Connection, batch: FlushRows) -> set[EventKey]:
     """Write the batch; returns the events found already in the ledger (late duplicates), whose
-    message rows and replies were left out. Must run inside the caller's transaction."""
+    message rows, replies, tool runs and state were left out. Must run inside the caller's transaction."""
     duplicates: set[EventKey] = set()
     if batch.events:
         keys = list(batch.events)
@@ -189,9 +189,12 @@ async def flush(conn: asyncpg.Connection, batch: FlushRows) -> set[EventKey]:
             INSERT_EVENTS, [k[0] for k in keys], [k[1] for k in keys], list(batch.events.values())
         )
         duplicates = set(keys) - {(r["channel_id"], r["event_id"]) for r in inserted}
-    if batch.states:  # the last snapshot of each contact and conversation
-        contacts = {row[0]: row for _, row, _ in batch.states}
-        conversations = {row[0]: row for _, _, row in batch.states}
+    # The last snapshot of each contact and conversation, a duplicate's left out: its state is what
+    # handling the event a second time made of it.
+    states = [s for s in batch.states if s[0] not in duplicates]
+    if states:
+        contacts = {row[0]: row for _, row, _ in states}
+        conversations = {row[0]: row for _, _, row in states}
         await conn.execute(UPSERT_CONTACTS, *_columns(list(contacts.values()), 7))
         await conn.execute(UPSERT_CONVERSATIONS, *_columns(list(conversations.values()), 13))
     history = [
