@@ -85,8 +85,10 @@ class Running:
         ) as resp:
             return resp.status
 
-    def start_worker(self, settings: Settings | None = None) -> None:
-        self._start(Worker(settings or self.settings).run)
+    def start_worker(self, settings: Settings | None = None) -> Worker:
+        worker = Worker(settings or self.settings)
+        self._start(worker.run)
+        return worker
 
     def start_sender(self, settings: Settings | None = None) -> None:
         self._start(Sender(settings or self.settings).run)
