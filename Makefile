@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install services demo run test test-faults lint bench-routing bench-e2e constraints clean
+.PHONY: install services demo run test test-faults lint bench-routing bench-e2e constraints mutation clean
 
 # Every install (here, CI through `make test`, and the Dockerfile) takes its versions from
 # constraints.txt; `make constraints` regenerates it (docs/security.md).
@@ -50,6 +50,11 @@ constraints:
 # The engine end to end against the bare pipeline (docs/loadtest.md); BENCH_* variables make it longer.
 bench-e2e: install services
 	$(BIN)/python -m tests.bench.bench_e2e
+
+# Mutation testing of the modules that hold the engine's guarantees (docs/testing.md); not in `make test`.
+# `make mutation GROUPS="consumer flush"` runs some groups only.
+mutation: install services
+	$(BIN)/python -m tests.mutation.run $(GROUPS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

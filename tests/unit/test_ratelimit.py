@@ -214,3 +214,32 @@ def test_chat_of_counts_what_the_platform_counts() -> None:
     assert RateLimiter.chat_of(reply(ChannelType.SLACK, "C1:1700.1", channel="C1", thread_ts="1700.1")) == "C1"
     assert RateLimiter.chat_of(reply(ChannelType.TELEGRAM, "-100:7", chat_id=-100, message_thread_id=7)) == "-100"
     assert RateLimiter.chat_of(reply(ChannelType.WHATSAPP, "US.1", to="1555")) == "US.1"
+
+
+def test_every_limit_can_be_overridden_on_its_own() -> None:
+    base = DEFAULT_LIMITS[ChannelType.SLACK]
+    for key, expected in (
+        ("channel_rate", ChannelLimits(Limit(7.0, base.per_channel.burst), base.per_chat)),
+        ("channel_burst", ChannelLimits(Limit(base.per_channel.rate, 7.0), base.per_chat)),
+        ("chat_rate", ChannelLimits(base.per_channel, Limit(7.0, base.per_chat.burst))),
+        ("chat_burst", ChannelLimits(base.per_channel, Limit(base.per_chat.rate, 7.0))),
+    ):
+        assert limits_for(ChannelType.SLACK, Settings(rate_limits={"slack": {key: 7.0}})) == expected, key
+
+
+def test_a_shorter_block_never_cuts_a_longer_one_short() -> None:
+    now = [T0]
+    limiter = RateLimiter(clock=lambda: now[0])
+    keys = limiter.send_keys("bot1", "111", TELEGRAM)
+    limiter.block_for(keys[1][0], 30.0)  # a flood wait of 30 s ...
+    limiter.block_for(keys[1][0], 5.0)  # ... then a 429 with Retry-After 5 from an earlier send
+    assert limiter.delay(keys) == 30.0
+
+
+def test_only_slack_and_telegram_count_their_own_chat_key() -> None:
+    def reply(channel_type: ChannelType, **reply_to: object) -> OutboundMessage:
+        return OutboundMessage("o1", 0.0, "t", "c", channel_type, "conv", "US.1", "hi", reply_to=dict(reply_to))
+
+    assert RateLimiter.chat_of(reply(ChannelType.WHATSAPP, channel="C1", chat_id=5)) == "US.1"
+    assert RateLimiter.chat_of(reply(ChannelType.SLACK, chat_id=5)) == "US.1"  # a Slack reply without a channel
+    assert RateLimiter.chat_of(reply(ChannelType.TELEGRAM, channel="C1")) == "US.1"
