@@ -57,7 +57,7 @@ GROUPS = (
     Group(
         "interpreter",
         ("engine/brain/flows/interpreter.py",),
-        ("tests/unit/test_flows.py", "tests/integration/test_brain.py"),
+        ("tests/unit/test_flows.py", "tests/unit/test_flow_contracts.py", "tests/integration/test_brain.py"),
     ),
     Group(
         "shards",
