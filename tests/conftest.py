@@ -47,7 +47,11 @@ async def _drop(name: str) -> None:
 
 @pytest.fixture(scope="session")
 def template_db() -> Iterator[str]:
-    """A database migrated from sql/ alone, cloned by every test that needs PostgreSQL."""
+    """A database migrated from sql/ alone, cloned by every test that needs PostgreSQL. A caller that
+    runs many short sessions (`make mutation`) migrates one itself and names it in TEST_TEMPLATE_DB."""
+    if reused := os.environ.get("TEST_TEMPLATE_DB"):
+        yield reused
+        return
     name = f"engine_tpl_{uuid.uuid4().hex[:10]}"
     asyncio.run(migrate(_db_url(name)))
     yield name

@@ -11,14 +11,20 @@ each group and every surviving mutant (with `--diff`, its diff).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
+
+from engine.store.migrations import migrate
+from tests.conftest import _db_url, _drop
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRATCH = ROOT / "build" / "mutation"
@@ -140,30 +146,42 @@ def main() -> int:
     chosen = [g for g in GROUPS if not args.groups or g.name in args.groups]
     mutmut = str(Path(sys.executable).with_name("mutmut"))
     summary = []
-    for group in chosen:
-        where = prepare(group)
-        started = time.monotonic()
-        print(f"== {group.name}: {', '.join(group.modules)}", flush=True)
-        with (where / "mutmut.log").open("w") as log:  # its progress spinner, kept out of the report
-            subprocess.run([mutmut, "run", *group.only], cwd=where, check=False, stdout=log, stderr=subprocess.STDOUT)
-        codes = {k: c for k, c in results(where).items() if not group.only or any(fnmatch(k, p) for p in group.only)}
-        killed = [k for k, c in codes.items() if c in KILLED]
-        # A mutant no selected test reaches counts as surviving: nothing would notice it.
-        survived = sorted(k for k, c in codes.items() if c in SURVIVED or c in UNCOVERED)
-        other = sorted(k for k, c in codes.items() if k not in killed and k not in survived)
-        total = len(killed) + len(survived)
-        score = 100.0 * len(killed) / total if total else 0.0
-        summary.append((group.name, len(killed), total, score, len(other), time.monotonic() - started))
-        for name in survived:
-            print(f"survived{' (no test reaches it)' if codes[name] in UNCOVERED else ''}: {name}")
-            if args.diff:
-                subprocess.run([mutmut, "show", name], cwd=where, check=False)
-        for name in other:
-            print(f"not scored (exit code {codes[name]}): {name}")
+    # One migrated template database for every mutant's test session, instead of one per session.
+    template = f"engine_tpl_mut_{uuid.uuid4().hex[:8]}"
+    asyncio.run(migrate(_db_url(template)))
+    os.environ["TEST_TEMPLATE_DB"] = template
+    try:
+        for group in chosen:
+            summary.append(run_group(group, mutmut, args.diff))
+    finally:
+        asyncio.run(_drop(template))
     print("\ngroup         killed/mutants  score   not scored  minutes")
     for name, killed_n, total, score, untested, seconds in summary:
         print(f"{name:<13} {killed_n:>7}/{total:<6}  {score:5.1f} %  {untested:>10}  {seconds / 60:7.1f}")
     return 0
+
+
+def run_group(group: Group, mutmut: str, diff: bool) -> tuple[str, int, int, float, int, float]:
+    """Mutate the group's modules, run mutmut, print the survivors; returns its line of the summary."""
+    where = prepare(group)
+    started = time.monotonic()
+    print(f"== {group.name}: {', '.join(group.modules)}", flush=True)
+    with (where / "mutmut.log").open("w") as log:  # its progress spinner, kept out of the report
+        subprocess.run([mutmut, "run", *group.only], cwd=where, check=False, stdout=log, stderr=subprocess.STDOUT)
+    codes = {k: c for k, c in results(where).items() if not group.only or any(fnmatch(k, p) for p in group.only)}
+    killed = [k for k, c in codes.items() if c in KILLED]
+    # A mutant no selected test reaches counts as surviving: nothing would notice it.
+    survived = sorted(k for k, c in codes.items() if c in SURVIVED or c in UNCOVERED)
+    other = sorted(k for k, c in codes.items() if k not in killed and k not in survived)
+    total = len(killed) + len(survived)
+    score = 100.0 * len(killed) / total if total else 0.0
+    for name in survived:
+        print(f"survived{' (no test reaches it)' if codes[name] in UNCOVERED else ''}: {name}")
+        if diff:
+            subprocess.run([mutmut, "show", name], cwd=where, check=False)
+    for name in other:
+        print(f"not scored (exit code {codes[name]}): {name}")
+    return group.name, len(killed), total, score, len(other), time.monotonic() - started
 
 
 if __name__ == "__main__":
