@@ -243,3 +243,17 @@ def test_only_slack_and_telegram_count_their_own_chat_key() -> None:
     assert RateLimiter.chat_of(reply(ChannelType.WHATSAPP, channel="C1", chat_id=5)) == "US.1"
     assert RateLimiter.chat_of(reply(ChannelType.SLACK, chat_id=5)) == "US.1"  # a Slack reply without a channel
     assert RateLimiter.chat_of(reply(ChannelType.TELEGRAM, channel="C1")) == "US.1"
+
+
+def test_a_sweep_drops_expired_blocks_and_keeps_live_ones() -> None:
+    now = [T0]
+    limiter = RateLimiter(clock=lambda: now[0], sweep_every=2)
+    limiter.block_for("gone", 1.0)
+    limiter.block_for("held", 100.0)
+    now[0] = T0 + 10.0
+    assert limiter.try_acquire([("a", Limit(1.0))])
+    assert limiter.try_acquire([("b", Limit(1.0))])  # the second acquire sweeps
+    assert set(limiter._blocked) == {"held"}
+    assert limiter.delay([("held", Limit(1.0))]) == 90.0
+    limiter.block_for("new", 5.0)  # and blocking still works after a sweep
+    assert limiter.delay([("new", Limit(1.0))]) == 5.0
