@@ -126,3 +126,22 @@ async def test_a_goto_to_no_flow_is_recorded_and_a_bot_without_faqs_misses() -> 
     out = await chat.send("shipping?", start=flow)
     assert texts(out) == ["no idea"]
     assert out.errors == ["flow main: goto nowhere: no such flow"]
+
+
+async def test_the_documented_template_names_resolve() -> None:
+    flow = make_flow([
+        {"id": "m", "type": "message",
+         "text": "{{message.type}} {{message.payload}} {{contact.id}} {{contact.key}} [{{contact.name}}]"},
+    ])  # fmt: skip
+    chat = Chat(FakeEnv())
+    chat.contact = chat.contact.__class__("contact-1", "tenant-1", "ch-1", "u1")  # no name
+    assert texts(await chat.send(None, payload="yes", start=flow)) == ["button yes contact-1 u1 []"]
+
+
+async def test_a_faq_node_uses_its_own_threshold() -> None:
+    """This question scores 1/3 against "How long does shipping take?": under the default 0.5."""
+    strict = make_flow([{"id": "f", "type": "faq", "threshold": 0.2, "miss_text": "no idea"}])
+    chat = Chat(FakeEnv())
+    assert texts(await chat.send("shipping costs abroad please", start=strict)) == ["Two to four days."]
+    default = make_flow([{"id": "f", "type": "faq", "miss_text": "no idea"}], slug="default")
+    assert texts(await chat.send("shipping costs abroad please", start=default)) == ["no idea"]
