@@ -142,6 +142,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("groups", nargs="*", help=f"some of: {', '.join(g.name for g in GROUPS)}")
     parser.add_argument("--diff", action="store_true", help="print each survivor's diff")
+    parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once (each opens its own connections)")
     args = parser.parse_args()
     chosen = [g for g in GROUPS if not args.groups or g.name in args.groups]
     mutmut = str(Path(sys.executable).with_name("mutmut"))
@@ -152,7 +153,7 @@ def main() -> int:
     os.environ["TEST_TEMPLATE_DB"] = template
     try:
         for group in chosen:
-            summary.append(run_group(group, mutmut, args.diff))
+            summary.append(run_group(group, mutmut, args.diff, args.jobs))
     finally:
         asyncio.run(_drop(template))
     print("\ngroup         killed/mutants  score   not scored  minutes")
@@ -161,13 +162,14 @@ def main() -> int:
     return 0
 
 
-def run_group(group: Group, mutmut: str, diff: bool) -> tuple[str, int, int, float, int, float]:
+def run_group(group: Group, mutmut: str, diff: bool, jobs: int) -> tuple[str, int, int, float, int, float]:
     """Mutate the group's modules, run mutmut, print the survivors; returns its line of the summary."""
     where = prepare(group)
     started = time.monotonic()
     print(f"== {group.name}: {', '.join(group.modules)}", flush=True)
     with (where / "mutmut.log").open("w") as log:  # its progress spinner, kept out of the report
-        subprocess.run([mutmut, "run", *group.only], cwd=where, check=False, stdout=log, stderr=subprocess.STDOUT)
+        command = [mutmut, "run", "--max-children", str(jobs), *group.only]
+        subprocess.run(command, cwd=where, check=False, stdout=log, stderr=subprocess.STDOUT)
     codes = {k: c for k, c in results(where).items() if not group.only or any(fnmatch(k, p) for p in group.only)}
     killed = [k for k, c in codes.items() if c in KILLED]
     # A mutant no selected test reaches counts as surviving: nothing would notice it.
