@@ -68,7 +68,12 @@ GROUPS = (
     Group(
         "shards",
         ("engine/bus/shards.py", "engine/store/leases.py"),
-        ("tests/unit/test_spine_units.py", "tests/integration/test_sharding.py", "tests/e2e/test_handover.py"),
+        (
+            "tests/unit/test_spine_units.py",
+            "tests/integration/test_leases.py",
+            "tests/integration/test_sharding.py",
+            "tests/e2e/test_handover.py",
+        ),
     ),
     Group(
         "consumer",
