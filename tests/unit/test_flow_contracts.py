@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.brain.flows.interpreter import RETRIES
-from engine.models import Button
+from engine.models import Button, Contact
 from tests.unit.test_flows import Chat, FakeEnv, make_flow, texts
 
 
@@ -134,7 +134,7 @@ async def test_the_documented_template_names_resolve() -> None:
          "text": "{{message.type}} {{message.payload}} {{contact.id}} {{contact.key}} [{{contact.name}}]"},
     ])  # fmt: skip
     chat = Chat(FakeEnv())
-    chat.contact = chat.contact.__class__("contact-1", "tenant-1", "ch-1", "u1")  # no name
+    chat.contact = Contact("contact-1", "tenant-1", "ch-1", "u1")  # no name
     assert texts(await chat.send(None, payload="yes", start=flow)) == ["button yes contact-1 u1 []"]
 
 
