@@ -84,6 +84,8 @@ GROUPS = (
         "flush",
         ("engine/store/messages.py", "engine/worker/batch.py"),
         (
+            "tests/unit/test_staging.py",
+            "tests/unit/test_flush_rows.py",
             "tests/integration/test_ledger.py",
             "tests/e2e/test_late_duplicate.py",
             "tests/e2e/test_flush_poison.py",
