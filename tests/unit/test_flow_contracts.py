@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.brain.flows import interpreter
 from engine.brain.flows.interpreter import RETRIES
 from engine.models import Button, Contact
 from tests.unit.test_flows import Chat, FakeEnv, make_flow, texts
@@ -145,3 +146,27 @@ async def test_a_faq_node_uses_its_own_threshold() -> None:
     assert texts(await chat.send("shipping costs abroad please", start=strict)) == ["Two to four days."]
     default = make_flow([{"id": "f", "type": "faq", "miss_text": "no idea"}], slug="default")
     assert texts(await chat.send("shipping costs abroad please", start=default)) == ["no idea"]
+
+
+async def test_a_branch_whose_pattern_is_unusable_is_recorded_and_the_next_branch_is_tried() -> None:
+    flow = make_flow([
+        {"id": "s", "type": "set", "values": {"pat": "("}, "next": "c"},
+        {"id": "c", "type": "condition", "branches": [{"when": "message.text matches pat", "next": "a"},
+                                                      {"when": "1 == 1", "next": "b"}], "else": "a"},
+        {"id": "a", "type": "message", "text": "a"},
+        {"id": "b", "type": "message", "text": "b"},
+    ])  # fmt: skip
+    chat = Chat(FakeEnv())
+    out = await chat.send("((", start=flow)
+    assert texts(out) == ["b"]
+    assert len(out.errors) == 1
+    assert out.errors[0].startswith("flow main: condition at node c: branches[0]: ")
+
+
+def test_finishing_a_flow_drops_the_retry_counter() -> None:
+    chat = Chat(FakeEnv())
+    chat.conv.flow_id, chat.conv.flow_version, chat.conv.node_id = "f", 1, "ask"
+    chat.conv.variables.update({RETRIES: 1, "kept": True})
+    interpreter.finish(chat.conv)  # e.g. a handoff rule while the conversation waits at an ask node
+    assert chat.conv.variables == {"kept": True}
+    assert (chat.conv.flow_id, chat.conv.flow_version, chat.conv.node_id) == (None, None, None)
