@@ -128,6 +128,9 @@ def prepare(group: Group) -> Path:
             'also_copy = ["workers", "sql", "examples"]',
             f"pytest_add_cli_args_test_selection = {json.dumps(list(group.tests))}",
             'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]',
+            # A mutant that hangs is killed at 3x its tests' clean duration (mutmut's default is 15x,
+            # which makes every hanging mutant of the consumer cost minutes).
+            "timeout_multiplier = 3.0",
             "",
         ]
     )
