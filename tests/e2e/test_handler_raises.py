@@ -15,6 +15,7 @@ import logging
 import aio_pika
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from engine.bus.consumer import ATTEMPT_HEADER, MAX_ATTEMPTS, ORIGIN_HEADER, REASON_HEADER
 from engine.bus.topology import Topology
@@ -48,6 +49,10 @@ async def _dead_letters(settings: Settings) -> list[aio_pika.abc.AbstractIncomin
         while (message := await queue.get(no_ack=True, fail=False)) is not None:
             found.append(message)
         return found
+
+
+def _sample(name: str, reason: str | None = None) -> float:
+    return REGISTRY.get_sample_value(name, {"reason": reason} if reason else {}) or 0.0
 
 
 async def _dead_count(settings: Settings) -> int:
@@ -85,6 +90,7 @@ async def test_a_handler_that_raises_is_tried_max_attempts_times_then_dead_lette
                               WHERE version = 1""")
         engine.start_worker()  # loads only v2
         caplog.clear()
+        retries, dead_before = _sample("engine_message_retries_total"), _sample("engine_dead_letters_total", "handler")
         assert await engine.post_telegram(channel, telegram_update(2, STUCK, "Ann")) == 200
         for update_id, chat in enumerate(OTHERS, start=3):
             assert await engine.post_telegram(channel, telegram_update(update_id, chat, "hi")) == 200
@@ -100,6 +106,8 @@ async def test_a_handler_that_raises_is_tried_max_attempts_times_then_dead_lette
         if r.getMessage().startswith("handling event") and r.getMessage().endswith(":2 failed")
     ]
     assert len(tries) == MAX_ATTEMPTS
+    assert _sample("engine_message_retries_total") == retries + MAX_ATTEMPTS - 1  # what operators watch
+    assert _sample("engine_dead_letters_total", "handler") == dead_before + 1
     assert len(dead) == 1
     headers = dead[0].headers or {}
     assert "validation error for FlowDef" in str(headers[REASON_HEADER])  # the reason, for the operator
