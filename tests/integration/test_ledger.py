@@ -8,7 +8,18 @@ import time
 
 import asyncpg
 
-from engine.models import ChannelType, Contact, Conversation, InboundEvent, MessageType, Outcome, Reply, ToolRun
+from engine.models import (
+    ChannelType,
+    Contact,
+    Conversation,
+    DeliveryStatus,
+    InboundEvent,
+    MessageType,
+    Outcome,
+    Reply,
+    StatusEvent,
+    ToolRun,
+)
 from engine.settings import Settings
 from engine.store import messages as store
 from engine.worker.conversations import contact_id, conversation_id
@@ -106,3 +117,43 @@ async def test_a_flush_of_an_event_already_in_the_ledger_writes_nothing_for_it(
     assert (row["variables"], list(row["tags"])) == ({"step": 1}, ["t1"])
     assert await pool.fetchval("SELECT name FROM channel_contacts WHERE id = $1", kid) == "Ann 1"
     assert await count(pool, "SELECT count(*) FROM conversations") == 2
+
+
+async def test_one_flush_writes_each_conversation_and_contact_its_own_last_state(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    channel = (await load_tenant(settings))["tg"]
+    tenant = str(await pool.fetchval("SELECT tenant_id FROM channels WHERE id = $1", channel))
+    rows = store.FlushRows()
+    for n, chat in enumerate(("1", "2", "1", "2"), start=1):
+        conv_id, kid = conversation_id(channel, f"chat-{chat}"), contact_id(channel, f"user-{chat}")
+        conversation = Conversation(conv_id, tenant, channel, kid, f"chat-{chat}", variables={"n": n})
+        contact = Contact(kid, tenant, channel, f"user-{chat}", name=f"{chat}:{n}")
+        run = _tool_run(tenant, conv_id, str(n))
+        run.response, run.started_at = (None, None) if n == 1 else ({"n": n}, 1_700_000_000.0)
+        outcome = Outcome(replies=[Reply(f"r{n}")], tool_runs=[run])
+        stage_message(rows, _event(channel, tenant, f"e{n}", f"m{n}", chat=chat), outcome, conversation, contact, 1.0)
+    assert await _flush(pool, rows) == set()
+
+    states = await pool.fetch("SELECT external_key, variables FROM conversations ORDER BY external_key")
+    assert [(r["external_key"], r["variables"]) for r in states] == [("chat-1", {"n": 3}), ("chat-2", {"n": 4})]
+    names = await pool.fetch("SELECT name FROM channel_contacts ORDER BY external_id")
+    assert [r["name"] for r in names] == ["1:3", "2:4"]
+    payload = await pool.fetchval("SELECT payload FROM message_history WHERE external_id = 'e1'")
+    assert payload == {"raw": {}}
+    runs = await pool.fetch("SELECT response, created_at FROM tool_executions ORDER BY request->>'attempt'")
+    assert runs[0]["response"] is None
+    assert [r["response"] for r in runs[1:]] == [{"n": 2}, {"n": 3}, {"n": 4}]
+    assert runs[1]["created_at"].timestamp() == 1_700_000_000.0
+
+    # A receipt alone in a flush: applied to the reply it names, no duplicates reported.
+    reply_id = await pool.fetchval("SELECT id FROM channel_messages WHERE body->>'text' = 'r1'")
+    await pool.execute(
+        "UPDATE channel_messages SET status = 'sent', platform_message_id = 'p1' WHERE id = $1", reply_id
+    )
+    receipts = store.FlushRows()
+    receipts.statuses.append(
+        (("delivery", "1"), StatusEvent(channel, tenant, "p1", DeliveryStatus.READ, 1.0, "chat-1"))
+    )
+    assert await _flush(pool, receipts) == set()
+    assert await pool.fetchval("SELECT status FROM channel_messages WHERE id = $1", reply_id) == "read"
