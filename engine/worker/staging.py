@@ -122,7 +122,7 @@ def _stage_agent_reply(
         text=str(command.text),
         reply_to=command.reply_to,
     )
-    history_id = str(stable_id(reply.id, "history"))
+    history_id = stable_key(reply.id, "history")
     rows.events[key] = conversation.id  # the ledger: a redelivered command is found and sends nothing
     rows.history.append((key, HistoryRow(
         history_id, reply.tenant_id, reply.channel_id, conversation.id, "outbound", command.sender or "agent",
