@@ -6,6 +6,7 @@ payloads into these at the edge; everything behind the bus speaks only these typ
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -14,11 +15,20 @@ from typing import Any
 # Namespace for deterministic ids: the same platform object always maps to the same row id,
 # so a redelivery or a race between two workers converges on one row instead of two.
 ID_NAMESPACE = uuid.UUID("6f1c2b0e-4a8d-4f47-9a53-2f8d0f3c9b10")
+_NAMESPACE_BYTES = ID_NAMESPACE.bytes
 
 
 def stable_id(*parts: object) -> uuid.UUID:
     """A UUID derived from its parts (uuid5); equal parts give an equal id on every host."""
     return uuid.uuid5(ID_NAMESPACE, "\x1f".join(str(p) for p in parts))
+
+
+def stable_key(*parts: object) -> str:
+    """str(stable_id(*parts)), without the UUID object: the worker makes several per message."""
+    digest = hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(str(p) for p in parts).encode()).hexdigest()
+    version = format(0x5000 | (int(digest[12:16], 16) & 0x0FFF), "04x")  # RFC 4122 version 5
+    variant = format(0x8000 | (int(digest[16:20], 16) & 0x3FFF), "04x")  # and its variant bits
+    return f"{digest[:8]}-{digest[8:12]}-{version}-{variant}-{digest[20:32]}"
 
 
 class ChannelType(StrEnum):

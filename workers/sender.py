@@ -30,7 +30,7 @@ class SenderProcess:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         topology = Topology.of(s)
-        pool = await create_pool(s.database_url, max_size=10)
+        pool = await create_pool(s.database_url, max_size=10, reset=False)
         vault = await check_master_key(pool, s.master_key)  # refuses to start with a wrong key
         directory = ChannelDirectory(pool, vault, s.channel_cache_ttl)
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.send_timeout))

@@ -33,7 +33,7 @@ class WorkerProcess:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         topology = Topology.of(s)
-        pool = await create_pool(s.database_url, max_size=5)
+        pool = await create_pool(s.database_url, max_size=5, reset=False)
         await check_master_key(pool, s.master_key)  # no tool may run with missing or wrong secrets
         # Tools' HTTP: no loopback / private / metadata address unless the operator allows it.
         http = egress.session(egress.EgressPolicy.parse(s.tool_allow_hosts, s.tool_allow_networks), s.send_timeout)

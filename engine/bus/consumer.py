@@ -23,6 +23,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
@@ -50,6 +51,7 @@ class Delivery:
     shard: int
     message: AbstractIncomingMessage
     settled: bool = False
+    channel: Any = None  # the AMQP channel it came on: delivery tags are numbered per channel
 
     @property
     def attempts(self) -> int:
@@ -84,6 +86,9 @@ class ShardConsumer:
         self.in_flight: dict[int, int] = {}
         self._idle: dict[int, asyncio.Event] = {}
         self.unowned: set[int] = set()  # shards released whose shard_owners row is still ours
+        # Per AMQP channel, the delivery tags the broker still holds for us: a multiple-ack may cover
+        # only tags below all of them. A tag leaves only once its ack/nack went out.
+        self._open_tags: dict[Any, set[int]] = {}
 
     def queue_name(self, shard: int) -> str:
         return self.queues.queues[shard].name
@@ -105,13 +110,40 @@ class ShardConsumer:
             await action()
         except CHANNEL_GONE as exc:  # the broker requeued it with its dead channel: it comes back
             log.warning("settling message %s failed (%s); the broker redelivers it", delivery.message.message_id, exc)
+            return
+        self._open_tags.get(delivery.channel, set()).discard(delivery.message.delivery_tag or 0)
 
     async def ack(self, delivery: Delivery) -> None:
         await self._settle(delivery, delivery.message.ack)
 
     async def ack_many(self, deliveries: list[Delivery]) -> None:
+        """Ack them all: per channel, one multiple-ack for those below every tag the broker still holds
+        for us (in flight elsewhere, or settling), and one ack each for the rest."""
+        groups: dict[Any, list[Delivery]] = {}
         for delivery in deliveries:
-            await self.ack(delivery)
+            groups.setdefault(delivery.channel, []).append(delivery)
+        for channel, group in groups.items():
+            open_tags = self._open_tags.get(channel, set())
+            mine = {d.message.delivery_tag or 0 for d in group}
+            floor = min(open_tags - mine, default=None)
+            below = [d for d in group if floor is None or (d.message.delivery_tag or 0) < floor]
+            if len(below) > 1:
+                top = max(below, key=lambda d: d.message.delivery_tag or 0)
+                for delivery in below:
+                    self._settled(delivery)
+                try:
+                    await top.message.ack(multiple=True)
+                except CHANNEL_GONE as exc:
+                    log.warning("acking %d messages failed (%s); the broker redelivers them", len(below), exc)
+                else:
+                    open_tags.difference_update(d.message.delivery_tag or 0 for d in below)
+                rest = [d for d in group if floor is not None and (d.message.delivery_tag or 0) > floor]
+            else:
+                rest = group
+            for delivery in rest:
+                await self.ack(delivery)
+        for channel in [c for c in self._open_tags if c is not None and c.is_closed]:
+            del self._open_tags[channel]  # a dead channel's tags are void (the broker requeued them)
 
     async def requeue(self, delivery: Delivery) -> None:
         """Hand the message back untouched: nothing it caused was done (e.g. the database is away)."""
@@ -208,7 +240,9 @@ class ShardConsumer:
         async def deliver(message: AbstractIncomingMessage) -> None:
             self.in_flight[shard] = self.in_flight.get(shard, 0) + 1
             self._idle.setdefault(shard, asyncio.Event()).clear()
-            self.handler(Delivery(shard, message))
+            channel = message.channel
+            self._open_tags.setdefault(channel, set()).add(message.delivery_tag or 0)
+            self.handler(Delivery(shard, message, channel=channel))
 
         self.in_flight.setdefault(shard, 0)
         self.consumers[shard] = (queue, await queue.consume(deliver))

@@ -45,6 +45,12 @@ def while_away(stopping: Callable[[], bool] = lambda: False) -> AsyncRetrying:
 
 async def when_available(operation: Callable[[], Awaitable[T]]) -> T:
     """operation(), retried with while_away() until the database answers."""
+    # The first try runs bare: a retry policy object per call was ~10 % of a worker's CPU, and the
+    # database is almost always there. Only a transient failure enters the policy (from its start).
+    try:
+        return await operation()
+    except TRANSIENT_ERRORS as exc:
+        log.warning("database unavailable (%s); retrying", type(exc).__name__)
     async for attempt in while_away():
         with attempt:
             return await operation()
@@ -61,9 +67,21 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(name, encoder=json_text, decoder=orjson.loads, schema="pg_catalog", format="text")
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """No reset query on release (asyncpg still rolls back an open transaction first)."""
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, reset: bool = True) -> asyncpg.Pool:
+    """reset=False: the pool's users never leave session state behind (no SET, LISTEN or advisory lock;
+    those take connections of their own), so a release skips asyncpg's reset query, a round trip and a
+    statement per release (~8 % of a sender's CPU, and PostgreSQL's work with it)."""
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=60,
+        reset=None if reset else _keep_session,
     )
     assert pool is not None
     return pool

@@ -116,15 +116,17 @@ class Flusher:
                     self.cache.evict(batch.rows.events[duplicate])  # its in-memory state took a duplicate
             skip = duplicates | refused.keys()
             await self._publish([m for key, m, _ in batch.rows.outbound if key not in skip])
+            acks = []
             for delivery, entry, key in batch.deliveries:
                 if key in refused:
                     await self.consumer.dead_letter(delivery, refused[key], "database")
                 else:
-                    await self.consumer.ack(delivery)
+                    acks.append(delivery)
                 if entry is not None:
                     entry.pending -= 1
                     if key in refused:  # its state holds what the database refused: reload it
                         self.cache.evict(entry.conversation.id)
+            await self.consumer.ack_many(acks)  # one multiple-ack where the tags allow it
             self.cache.trim()
             metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
             metrics.FLUSH_SIZE.observe(batch.messages)

@@ -13,18 +13,18 @@ from dataclasses import dataclass, field, replace
 
 import asyncpg
 
-from engine.models import Contact, Conversation, InboundEvent, stable_id
+from engine.models import Contact, Conversation, InboundEvent, stable_key
 from engine.store import conversations as store
 
 RECENT_EVENTS = 256
 
 
 def conversation_id(event_channel_id: str, conversation_key: str) -> str:
-    return str(stable_id(event_channel_id, "conversation", conversation_key))
+    return stable_key(event_channel_id, "conversation", conversation_key)
 
 
 def contact_id(event_channel_id: str, contact_key: str) -> str:
-    return str(stable_id(event_channel_id, "contact", contact_key))
+    return stable_key(event_channel_id, "contact", contact_key)
 
 
 @dataclass(slots=True)
@@ -120,6 +120,8 @@ class ConversationCache:
     def trim(self) -> None:
         """Drop least recently used idle conversations beyond the size bound."""
         excess = len(self._entries) - self._max
+        if excess <= 0:  # the usual case: no copy of the keys on every flush
+            return
         for cid in list(self._entries):
             if excess <= 0:
                 break

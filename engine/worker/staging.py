@@ -19,7 +19,7 @@ from engine.models import (
     MessageType,
     OutboundMessage,
     Outcome,
-    stable_id,
+    stable_key,
 )
 from engine.store.messages import EventKey, FlushRows, HistoryRow
 from engine.values import utc
@@ -35,13 +35,13 @@ def stage_message(
         payload["errors"] = outcome.errors
     rows.events[key] = conversation.id
     rows.history.append((key, HistoryRow(
-        str(stable_id(event.channel_id, event.event_id, "in")), event.tenant_id, event.channel_id,
+        stable_key(event.channel_id, event.event_id, "in"), event.tenant_id, event.channel_id,
         conversation.id, "inbound", event.contact_key, event.type.value, event.text, payload, event.event_id,
         utc(now),
     )))  # fmt: skip
     replies = [
         OutboundMessage(
-            id=str(stable_id(event.channel_id, event.event_id, "reply", i)),
+            id=stable_key(event.channel_id, event.event_id, "reply", i),
             created_at=now + (i + 1) * 1e-6,  # after the inbound row, in reply order
             tenant_id=event.tenant_id,
             channel_id=event.channel_id,
@@ -59,7 +59,7 @@ def stage_message(
     for reply in replies:
         history_id = None
         if reply.kind == "message":
-            history_id = str(stable_id(reply.id, "history"))
+            history_id = stable_key(reply.id, "history")
             rows.history.append((key, HistoryRow(
                 history_id, reply.tenant_id, reply.channel_id, conversation.id, "outbound", "bot", "text",
                 reply.text, {"buttons": [b.id for b in reply.buttons]}, None, utc(reply.created_at),
@@ -122,7 +122,7 @@ def _stage_agent_reply(
         text=str(command.text),
         reply_to=command.reply_to,
     )
-    history_id = str(stable_id(reply.id, "history"))
+    history_id = stable_key(reply.id, "history")
     rows.events[key] = conversation.id  # the ledger: a redelivered command is found and sends nothing
     rows.history.append((key, HistoryRow(
         history_id, reply.tenant_id, reply.channel_id, conversation.id, "outbound", command.sender or "agent",
@@ -143,7 +143,7 @@ def _payload(event: InboundEvent) -> dict[str, Any]:
 
 def _answer_callback(event: InboundEvent, conversation_id: str, now: float) -> OutboundMessage:
     return OutboundMessage(
-        id=str(stable_id(event.channel_id, event.event_id, "answer_callback")),
+        id=stable_key(event.channel_id, event.event_id, "answer_callback"),
         created_at=now,
         tenant_id=event.tenant_id,
         channel_id=event.channel_id,

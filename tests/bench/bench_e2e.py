@@ -52,6 +52,7 @@ from engine.loadtest.sink import MatchingRecorder, running_sink
 from engine.loadtest.targets import Target, from_tenant_file
 from engine.settings import Settings
 from engine.store.migrations import migrate
+from tests.bench.cpu import CpuMeter, broker_pids, rss_mib
 
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "3000"))
@@ -120,6 +121,9 @@ class Processes:
     def __init__(self) -> None:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
+    def pid(self, name: str) -> int:
+        return next(proc.pid for n, proc in self.procs if n == name)
+
     def start(self, name: str, command: list[str], env: dict[str, str]) -> None:
         self.procs.append((name, subprocess.Popen(command, env=env, start_new_session=True)))
 
@@ -173,8 +177,9 @@ async def bare_rows(pool: asyncpg.Pool) -> tuple[int, int, float]:
     return int(row["n"]), int(row["d"]), float(row["last"] or 0.0)
 
 
-async def run_bare(url: str, records: list[Record], pool: asyncpg.Pool) -> dict[str, Any]:
+async def run_bare(url: str, records: list[Record], pool: asyncpg.Pool, meter: CpuMeter) -> dict[str, Any]:
     await pool.execute("TRUNCATE bare_messages")
+    before = await meter.sample()
     target = {"telegram": Target("telegram", "bare", None, {"secret_token": "bare"})}
     items = plan(records, target, Options())
     config = RunConfig(url, ReplayOptions(connections=CONNECTIONS, retries=3), progress=False)
@@ -186,22 +191,35 @@ async def run_bare(url: str, records: list[Record], pool: asyncpg.Pool) -> dict[
         if rows >= stats.ok or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.1)
+    cpu = meter.since(before, await meter.sample())
     report = reports.build(stats, mode="closed", target_rate=None, connections=CONNECTIONS, sink=False)
     window = max(last - started, 1e-9)
     return {"landed_per_s": round(distinct / window, 1), "accepted_per_s": report["rate_achieved"],
             "ack_ms": report["ack_ms"], "lost": stats.ok - distinct, "duplicated": rows - distinct,
-            "failed": stats.failed}  # fmt: skip
+            "failed": stats.failed, "cpu_ms_per_message": per_message(cpu, distinct)}  # fmt: skip
 
 
-async def run_engine(url: str, items: list[Any], recorder: MatchingRecorder, replay: ReplayOptions) -> dict[str, Any]:
+def per_message(cpu: dict[str, float], messages: int) -> dict[str, float]:
+    """CPU milliseconds per message of each role, and their sum."""
+    out = {role: round(seconds * 1000 / max(messages, 1), 3) for role, seconds in cpu.items()}
+    out["total"] = round(sum(out.values()), 3)
+    return out
+
+
+async def run_engine(
+    url: str, items: list[Any], recorder: MatchingRecorder, replay: ReplayOptions, meter: CpuMeter
+) -> dict[str, Any]:
     config = RunConfig(url, replay, drain=DRAIN, settle=1.0, progress=False)
+    before = await meter.sample()
     stats = await execute(items, config, recorder)
+    cpu = meter.since(before, await meter.sample())
     mode = "closed" if replay.connections else "open"
     report = reports.build(stats, mode=mode, target_rate=RATE if mode == "open" else None,
                            connections=replay.connections, sink=True)  # fmt: skip
     return {"replies_per_s": report["replies"]["rate"], "accepted_per_s": report["rate_achieved"],
             "ack_ms": report["ack_ms"], "e2e_ms": report["e2e_ms"], "lost": stats.lost,
-            "duplicated": stats.duplicated, "failed": stats.failed, "statuses": report["statuses"]}  # fmt: skip
+            "duplicated": stats.duplicated, "failed": stats.failed, "statuses": report["statuses"],
+            "cpu_ms_per_message": per_message(cpu, stats.matched)}  # fmt: skip
 
 
 def spread(values: list[float]) -> str:
@@ -246,6 +264,11 @@ def summary(results: list[dict[str, Any]]) -> None:
     dup = sum(r[k]["duplicated"] for r in results for k in ("closed", "open", "bare"))
     failed = sum(r[k]["failed"] for r in results for k in ("closed", "open", "bare"))
     print(f"  lost {lost}, duplicated {dup}, failed requests {failed} (all runs, engine and bare)")
+    print("\nCPU ms per message, per process (median of the repetitions; RabbitMQ is the whole shared broker)")
+    for kind, label in (("closed", "engine closed loop, per reply"), ("bare", "bare pipeline, per row")):
+        print(f"  {label}:")
+        for role in results[0][kind]["cpu_ms_per_message"]:
+            print(f"    {role:<16} {spread(col(f'{kind}/cpu_ms_per_message/{role}'))}")
     ratio = statistics.median(col("ratio"))
     print(f"\nRATIO engine/bare (replies delivered/s over rows landed/s, median): {ratio:.3f}")
 
@@ -273,18 +296,31 @@ async def bench(
             await wait_ready(f"{engine_url}/readyz", procs)
             await wait_ready(f"http://127.0.0.1:{bare_port}/x", procs, method="POST")
             await asyncio.sleep(3)  # the worker takes its shards within a heartbeat or two
+
+            async def db_pids() -> list[int]:
+                rows = await pool.fetch("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+                return [int(r["pid"]) for r in rows]
+
+            tester, broker = [os.getpid()], broker_pids()
+            engine = CpuMeter({"receiver": [procs.pid("receiver")], "worker": [procs.pid("worker")],
+                               "sender": [procs.pid("sender")], "load tester": tester, "rabbitmq": broker},
+                              db_pids)  # fmt: skip
+            bare_meter = CpuMeter({"bare receiver": [procs.pid("bare-receiver")],
+                                   "bare consumer": [procs.pid("bare-consumer")], "load tester": tester,
+                                   "rabbitmq": broker}, db_pids)  # fmt: skip
+            rss = {name: rss_mib(procs.pid(name)) for name in ("receiver", "worker", "sender")}
             targets = from_tenant_file(tenant_file)
             await pool.execute("TRUNCATE bare_messages")
             for rep in range(REPS):
                 records = traffic(seed=rep + 1, messages=MESSAGES, chats=CHATS)
                 closed = await run_engine(engine_url, plan(records, targets, Options()), recorder,
-                                          ReplayOptions(connections=CONNECTIONS, retries=3))  # fmt: skip
+                                          ReplayOptions(connections=CONNECTIONS, retries=3), engine)  # fmt: skip
                 procs.check()
                 rate_records = traffic(seed=100 + rep, messages=int(RATE * RATE_SECONDS), chats=CHATS)
                 rate_items = plan(rate_records, targets, Options(rate=RATE, duration=RATE_SECONDS))
-                opened = await run_engine(engine_url, rate_items, recorder, ReplayOptions(retries=3))
+                opened = await run_engine(engine_url, rate_items, recorder, ReplayOptions(retries=3), engine)
                 procs.check()
-                bare_result = await run_bare(f"http://127.0.0.1:{bare_port}", records, pool)
+                bare_result = await run_bare(f"http://127.0.0.1:{bare_port}", records, pool, bare_meter)
                 procs.check()
                 ratio = closed["replies_per_s"] / bare_result["landed_per_s"] if bare_result["landed_per_s"] else 0.0
                 result = {"closed": closed, "open": opened, "bare": bare_result, "ratio": round(ratio, 4)}
@@ -295,6 +331,8 @@ async def bench(
                       f"{opened['e2e_ms']['p50']:.0f}/{opened['e2e_ms']['p99']:.0f} ms (lost {opened['lost']}); "
                       f"bare {bare_result['landed_per_s']:.0f} rows/s (lost {bare_result['lost']}); "
                       f"ratio {ratio:.3f}", flush=True)  # fmt: skip
+            for name, start in rss.items():
+                print(f"RSS {name}: {start:.0f} MiB at start, {rss_mib(procs.pid(name)):.0f} MiB at end")
     finally:
         await pool.close()
     summary(results)

@@ -144,6 +144,29 @@ async def test_wait_idle_returns_only_once_every_delivery_of_the_shard_is_settle
         assert await consumer.wait_idle(2, 0.2)
 
 
+async def test_ack_many_never_acks_a_message_still_in_flight(settings: Settings, pool: asyncpg.Pool) -> None:
+    """ack_many joins acks into a multiple-ack; a message taken before them and not settled yet (here
+    the third) must stay with the broker: handed back, it comes again, and nothing else does."""
+    held: list[Delivery] = []
+
+    async def hold(consumer: ShardConsumer, delivery: Delivery) -> None:
+        held.append(delivery)
+
+    async with consuming(settings, pool, hold) as consumer:
+        for name in "abcd":
+            await _publish(settings, name.encode(), name, shard=3)
+        await wait_until(lambda: _eventually(len(held) == 4))
+        assert [d.message.message_id for d in held] == ["a", "b", "c", "d"]
+        await consumer.ack_many([held[0], held[1], held[3]])
+        await consumer.requeue(held[2])
+        await wait_until(lambda: _eventually(len(held) == 5))
+        await consumer.ack_many([held[4]])
+        await asyncio.sleep(0.5)  # a message left unacked (or acked twice) would come back
+        assert [d.message.message_id for d in held] == ["a", "b", "c", "d", "c"]
+        assert consumer.in_flight[3] == 0
+    assert await _dead_letters(settings) == []
+
+
 async def test_consumers_come_back_after_the_broker_connection_is_cut(settings: Settings, pool: asyncpg.Pool) -> None:
     """The robust channel restores consumers only on queues declared through it: a message
     published after the cut and the reconnect must still be delivered."""
