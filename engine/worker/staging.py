@@ -42,7 +42,9 @@ def stage_message(
     replies = [
         OutboundMessage(
             id=stable_key(event.channel_id, event.event_id, "reply", i),
-            created_at=now + (i + 1) * 1e-6,  # after the inbound row, in reply order
+            # After the inbound row, in reply order, and still so once rounded to the microseconds PostgreSQL
+            # keeps (a float epoch is only good to about 0.2 us, so 1 us apart could round to the same value).
+            created_at=now + (i + 1) * 1e-5,
             tenant_id=event.tenant_id,
             channel_id=event.channel_id,
             channel_type=event.channel_type,
