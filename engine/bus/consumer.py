@@ -109,9 +109,7 @@ class ShardConsumer:
         try:
             await action()
         except CHANNEL_GONE as exc:  # the broker requeued it with its dead channel: it comes back
-            log.warning(
-                "settling message %s failed (%r); the broker redelivers it", delivery.message.message_id, exc
-            )
+            log.warning("settling message %s failed (%r); the broker redelivers it", delivery.message.message_id, exc)
             return
         self._open_tags.get(delivery.channel, set()).discard(delivery.message.delivery_tag or 0)
 
