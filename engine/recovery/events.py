@@ -19,7 +19,7 @@ import base64
 import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -133,20 +133,42 @@ async def _body(request: web.Request) -> bytes | web.Response:
         return _refuse(request, 413, "too_large", "body over the size limit")
 
 
-async def post_event(request: web.Request) -> web.Response:
+async def _signed(
+    request: web.Request,
+    secret: str,
+    header: str,
+    sign: Callable[[str, bytes], str],
+    what: str,
+    *,
+    hex_digest: bool = False,
+) -> tuple[str, str, bytes] | web.Response:
+    """The tenant's id, time zone and the raw body, once the body's signature under the tenant's
+    `secret` checks out; otherwise the refusal to answer (404, 413, 401, or 503 with the database away)."""
     try:
         tenant = await _tenant(request)
     except UNAVAILABLE as exc:
         return _refuse(request, 503, "unavailable", f"database unavailable ({type(exc).__name__})")
-    if tenant is None or not tenant[2].get("signing_key"):
-        return _refuse(request, 404, "unknown_tenant", "no tenant with recovery events configured at this URL")
+    if tenant is None or not tenant[2].get(secret):
+        return _refuse(request, 404, "unknown_tenant", f"no tenant {what} at this URL")
     tenant_id, timezone, secrets = tenant
     body = await _body(request)
     if isinstance(body, web.Response):
         return body
-    given = request.headers.get(SIGNATURE_HEADER, "").strip().lower()
-    if not given or not hmac.compare_digest(given.encode(), signature(secrets["signing_key"], body).encode()):
-        return _refuse(request, 401, "unauthorized", f"missing or wrong {SIGNATURE_HEADER}")
+    given = request.headers.get(header, "").strip()
+    if hex_digest:  # a hex digest's case carries nothing; base64's does
+        given = given.lower()
+    if not given or not hmac.compare_digest(given.encode(), sign(secrets[secret], body).encode()):
+        return _refuse(request, 401, "unauthorized", f"missing or wrong {header}")
+    return tenant_id, timezone, body
+
+
+async def post_event(request: web.Request) -> web.Response:
+    signed = await _signed(
+        request, "signing_key", SIGNATURE_HEADER, signature, "with recovery events configured", hex_digest=True
+    )
+    if isinstance(signed, web.Response):
+        return signed
+    tenant_id, timezone, body = signed
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -174,21 +196,12 @@ def _stored(stored: Stored) -> web.Response:
 
 
 async def post_shopify(request: web.Request) -> web.Response:
-    try:
-        tenant = await _tenant(request)
-    except UNAVAILABLE as exc:
-        return _refuse(request, 503, "unavailable", f"database unavailable ({type(exc).__name__})")
-    if tenant is None or not tenant[2].get("shopify_secret"):
-        return _refuse(request, 404, "unknown_tenant", "no tenant with a Shopify secret at this URL")
-    tenant_id, timezone, secrets = tenant
-    body = await _body(request)
-    if isinstance(body, web.Response):
-        return body
-    given = request.headers.get("X-Shopify-Hmac-Sha256", "").strip()
-    if not given or not hmac.compare_digest(
-        given.encode(), shopify_signature(secrets["shopify_secret"], body).encode()
-    ):
-        return _refuse(request, 401, "unauthorized", "missing or wrong X-Shopify-Hmac-Sha256")
+    signed = await _signed(
+        request, "shopify_secret", "X-Shopify-Hmac-Sha256", shopify_signature, "with a Shopify secret"
+    )
+    if isinstance(signed, web.Response):
+        return signed
+    tenant_id, timezone, body = signed
     topic = request.headers.get("X-Shopify-Topic", "")
     delivery = request.headers.get("X-Shopify-Webhook-Id", "")
     try:
