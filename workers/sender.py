@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 import aiohttp
+import orjson
 
 from engine.bus.connection import connect, open_channel
 from engine.bus.consumer import ShardConsumer
@@ -33,7 +34,9 @@ class SenderProcess:
         pool = await create_pool(s.database_url, max_size=10, reset=False)
         vault = await check_master_key(pool, s.master_key)  # refuses to start with a wrong key
         directory = ChannelDirectory(pool, vault, s.channel_cache_ttl)
-        http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=s.send_timeout))
+        http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=s.send_timeout), json_serialize=lambda o: orjson.dumps(o).decode()
+        )
         membership = Membership(pool, "sender", s.lease_ttl)
         connection = await connect(s.amqp_url, membership.me)
         channel = await open_channel(connection, prefetch=s.sender_prefetch)

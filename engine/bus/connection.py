@@ -8,6 +8,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
 
 from engine.bus import envelope
+from engine.models import OutboundMessage
 
 
 async def connect(url: str, name: str) -> AbstractRobustConnection:
@@ -32,10 +33,22 @@ def make_message(item: envelope.Item, *, message_id: str, correlation_id: str) -
     )
 
 
-def copy_of(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
-    """A persistent copy of a received message with other headers: to retry, set aside or replay it."""
+def replies_message(replies: list[OutboundMessage]) -> aio_pika.Message:
+    """One persistent message carrying several replies (envelope kind "replies")."""
     return aio_pika.Message(
-        message.body,
+        envelope.encode_replies(replies),
+        content_type=envelope.CONTENT_TYPE,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=replies[0].id,
+        correlation_id=replies[0].conversation_id,
+    )
+
+
+def copy_of(message: AbstractIncomingMessage, headers: dict[str, Any], body: bytes | None = None) -> aio_pika.Message:
+    """A persistent copy of a received message with other headers (and another body): to retry, set
+    aside or replay it."""
+    return aio_pika.Message(
+        message.body if body is None else body,
         content_type=message.content_type,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=message.message_id,

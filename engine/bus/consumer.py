@@ -167,9 +167,9 @@ class ShardConsumer:
         metrics.RETRIES.inc()
         await self.ack(delivery)
 
-    async def dead_letter(self, delivery: Delivery, reason: str, kind: str) -> None:
+    async def dead_letter(self, delivery: Delivery, reason: str, kind: str, body: bytes | None = None) -> None:
         """Set a poison message aside with its reason and origin queue (`engine dead-letters` lists and
-        replays them) and ack it; the shard keeps flowing."""
+        replays them) and ack it; the shard keeps flowing. `body`: set aside only this part of it."""
         message = delivery.message
         log.error("dead-lettering message %s: %s", message.message_id, reason)
         headers = {
@@ -179,7 +179,7 @@ class ShardConsumer:
         }
         try:
             dlx = await self.channel.get_exchange(self.queues.dlx, ensure=False)
-            await dlx.publish(copy_of(message, headers), routing_key="")
+            await dlx.publish(copy_of(message, headers, body), routing_key="")
         except CHANNEL_GONE:
             self._settled(delivery)
             return

@@ -6,6 +6,7 @@ engine; anything else that fails to decode is a poison message for the consumer 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -48,6 +49,35 @@ def encode_raw(kind: str, data: dict[str, Any]) -> bytes:
     return orjson.dumps({"v": VERSION, "kind": kind, "data": data})
 
 
+def encode_replies(replies: Sequence[OutboundMessage]) -> bytes:
+    """Several replies in one body (kind "replies"): one broker message carries a flush's replies
+    for one outbound queue."""
+    return orjson.dumps({"v": VERSION, "kind": "replies", "data": replies})
+
+
+def decode_replies(body: bytes) -> list[OutboundMessage]:
+    """The replies of an outbound body: kind "replies" (a list), or "outbound" (one reply)."""
+    try:
+        env = orjson.loads(body)
+        if env.get("v") != VERSION:
+            raise EnvelopeError(f"unsupported envelope version {env.get('v')!r}")
+        if env["kind"] == "outbound":
+            return [_outbound(env["data"])]
+        if env["kind"] == "replies":
+            return [_outbound(data) for data in env["data"]]
+    except EnvelopeError:
+        raise
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise EnvelopeError(f"malformed envelope: {exc}") from None
+    raise EnvelopeError(f"not an outbound envelope: kind {env['kind']!r}")
+
+
+def _outbound(data: dict[str, Any]) -> OutboundMessage:
+    data["channel_type"] = ChannelType(data["channel_type"])
+    data["buttons"] = tuple(Button(**b) for b in data["buttons"])
+    return OutboundMessage(**data)
+
+
 def decode(body: bytes) -> Item:
     try:
         env = orjson.loads(body)
@@ -63,9 +93,7 @@ def decode(body: bytes) -> Item:
             data["status"] = DeliveryStatus(data["status"])
             return StatusEvent(**data)
         if kind == "outbound":
-            data["channel_type"] = ChannelType(data["channel_type"])
-            data["buttons"] = tuple(Button(**b) for b in data["buttons"])
-            return OutboundMessage(**data)
+            return _outbound(data)
         if kind == "command":
             return ConversationCommand(**data)
     except EnvelopeError:

@@ -27,6 +27,10 @@ RETRY_DELAY_MS = 2_000
 SAC = {"x-single-active-consumer": True}
 OUTBOUND_TYPES = tuple(ChannelType)
 
+# The replies of one worker flush for one outbound queue travel in one broker message (a hop per
+# batch, not per reply); the cap bounds what a sender has redelivered after a crash.
+REPLIES_PER_MESSAGE = 100
+
 
 @dataclass(frozen=True, slots=True)
 class Exchange:
@@ -111,6 +115,22 @@ class Topology:
         """The routing key of a reply: its platform and its conversation's shard."""
         shard = self.shard_of(message.tenant_id, message.channel_id, message.conversation_key)
         return f"{message.channel_type.value}.{shard}"
+
+    def group_replies(
+        self, replies: list[OutboundMessage], most: int = REPLIES_PER_MESSAGE
+    ) -> list[tuple[str, list[OutboundMessage]]]:
+        """Replies grouped by outbound queue (routing key), in order, at most `most` to a group: what
+        one broker message each carries."""
+        open_groups: dict[str, list[OutboundMessage]] = {}
+        groups: list[tuple[str, list[OutboundMessage]]] = []
+        for reply in replies:
+            key = self.outbound_key(reply)
+            group = open_groups.get(key)
+            if group is None or len(group) >= most:
+                group = open_groups[key] = []
+                groups.append((key, group))
+            group.append(reply)
+        return groups
 
     def shard_of(self, tenant_id: str, channel_id: str, conversation_key: str) -> int:
         """Stable across processes and hosts (crc32, never Python's salted hash())."""

@@ -9,6 +9,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 PLATFORMS = ("telegram", "whatsapp", "messenger", "slack")
@@ -133,7 +134,7 @@ async def read_body(request: web.Request) -> dict[str, Any]:
     if request.content_type == "application/json":
         raw = await request.read()
         if raw.strip():
-            parsed = json.loads(raw)
+            parsed = orjson.loads(raw)
             if not isinstance(parsed, dict):
                 raise ValueError("JSON body is not an object")
             data.update(parsed)
@@ -156,4 +157,4 @@ async def respond(
     if fault is not None and fault.delay:
         await asyncio.sleep(fault.delay)  # a slow platform: the sender's timeout must cope
     recorder.answered(item, status, body, ok)
-    return web.json_response(body, status=status, headers=headers)
+    return web.Response(body=orjson.dumps(body), status=status, headers=headers, content_type="application/json")

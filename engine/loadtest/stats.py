@@ -96,7 +96,10 @@ class Stats:
         self.matched += 1
         self.last_reply_at = max(self.last_reply_at, at)
         self.e2e.record(latency)
-        self.e2e_by_platform.setdefault(platform, Latency()).record(latency)
+        by_platform = self.e2e_by_platform.get(platform)
+        if by_platform is None:  # not setdefault: an HDR histogram is too costly to build per reply
+            by_platform = self.e2e_by_platform[platform] = Latency()
+        by_platform.record(latency)
         bucket = self.second(at)
         bucket.replies += 1
         bucket.e2e.record(latency)

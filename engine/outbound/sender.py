@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import aiohttp
@@ -19,12 +21,12 @@ from aio_pika.abc import AbstractExchange
 
 from engine import channels, metrics
 from engine.bus import envelope
-from engine.bus.connection import make_message
+from engine.bus.connection import replies_message
 from engine.bus.consumer import CHANNEL_GONE, Delivery, ShardConsumer
 from engine.bus.lanes import Lanes
 from engine.bus.topology import Topology
+from engine.coalescer import Coalescer
 from engine.models import OutboundMessage, SendError
-from engine.outbound.coalescer import Coalescer
 from engine.outbound.ratelimit import RateLimiter, limits_for
 from engine.outbound.retry import send_policy
 from engine.recovery import hooks as recovery
@@ -35,6 +37,18 @@ from engine.store.pool import TRANSIENT_ERRORS, when_available
 from engine.values import utc
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Parts:
+    """The replies of one broker message still to be done, and those that failed (with why)."""
+
+    count: int
+    left: int = -1
+    failed: list[tuple[OutboundMessage, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.left = self.count
 
 
 class Sender:
@@ -68,24 +82,40 @@ class Sender:
 
     def on_delivery(self, delivery: Delivery) -> None:
         try:
-            item = envelope.decode(delivery.message.body)
-            if not isinstance(item, OutboundMessage):
-                raise envelope.EnvelopeError("not an outbound envelope")
+            replies = envelope.decode_replies(delivery.message.body)
         except envelope.EnvelopeError as exc:
             reason = str(exc)
             tag = delivery.message.delivery_tag
             self.lanes.submit(("dead", tag), lambda: self.consumer.dead_letter(delivery, reason, "decode"))
             return
-        self.lanes.submit((item.channel_id, item.conversation_key), lambda: self._deliver(delivery, item))
+        if not replies:
+            self.lanes.submit(("empty", delivery.message.delivery_tag), lambda: self.consumer.ack(delivery))
+            return
+        # A message may carry several replies (a worker's flush): each goes to its chat's lane, and
+        # the message is settled once the last of them is done.
+        parts = _Parts(len(replies))
+        for reply in replies:
+            self.lanes.submit((reply.channel_id, reply.conversation_key), self._job(delivery, reply, parts))
 
-    async def _deliver(self, delivery: Delivery, reply: OutboundMessage) -> None:
+    def _job(self, delivery: Delivery, reply: OutboundMessage, parts: _Parts) -> Callable[[], Awaitable[None]]:
+        return lambda: self._deliver(delivery, reply, parts)
+
+    async def _deliver(self, delivery: Delivery, reply: OutboundMessage, parts: _Parts) -> None:
         try:
             await self._send(reply)
-        except Exception as exc:  # a bug: set it aside with the reason rather than loop on it
+        except Exception as exc:  # a bug: set the reply aside with the reason rather than loop on it
             log.exception("delivering %s failed", reply.id)
-            await self.consumer.retry(delivery, repr(exc))
+            parts.failed.append((reply, repr(exc)))
+        parts.left -= 1
+        if parts.left:
             return
-        await self.consumer.ack(delivery)
+        if not parts.failed:
+            await self.consumer.ack(delivery)
+        elif len(parts.failed) == parts.count:
+            await self.consumer.retry(delivery, parts.failed[0][1])
+        else:  # only the failed replies go aside; the claims keep a replay from resending the rest
+            failed = [reply for reply, _ in parts.failed]
+            await self.consumer.dead_letter(delivery, parts.failed[0][1], "handler", envelope.encode_replies(failed))
 
     async def _send(self, reply: OutboundMessage) -> None:
         """Claim, rate-limit, send with retries, record. Returns once the outcome is recorded (or the
@@ -144,13 +174,11 @@ class Sender:
             except TRANSIENT_ERRORS as exc:
                 log.warning("sweep skipped: database unavailable (%s)", type(exc).__name__)
                 continue
-            for body in bodies:
-                reply = envelope.decode(envelope.encode_raw("outbound", body))
-                assert isinstance(reply, OutboundMessage)
-                msg = make_message(reply, message_id=reply.id, correlation_id=reply.conversation_id)
+            replies = [envelope.decode_replies(envelope.encode_raw("outbound", body))[0] for body in bodies]
+            for key, group in self.topology.group_replies(replies):
                 try:
                     async with asyncio.timeout(self.settings.publish_timeout):
-                        await self.outbound.publish(msg, routing_key=self.topology.outbound_key(reply))
+                        await self.outbound.publish(replies_message(group), routing_key=key)
                 except CHANNEL_GONE as exc:  # the broker is away: the rows stay queued for the next sweep
                     log.warning("sweep stopped: broker unavailable (%s)", type(exc).__name__)
                     break

@@ -25,10 +25,43 @@ SELECT event_id FROM inbound_events WHERE conversation_id = $1 ORDER BY processe
 """
 
 
+# The same three for many conversations at once (the worker joins the loads of concurrent lanes).
+SELECT_CONVERSATIONS = SELECT_CONVERSATION.replace("WHERE id = $1", "WHERE id = ANY($1::uuid[])")
+SELECT_CONTACTS = SELECT_CONTACT.replace("WHERE id = $1", "WHERE id = ANY($1::uuid[])")
+SELECT_RECENT_EVENTS_MANY = """
+SELECT c.id::text AS conversation_id, e.event_id
+FROM unnest($1::uuid[]) AS c(id)
+CROSS JOIN LATERAL (SELECT event_id, processed_at FROM inbound_events
+                    WHERE conversation_id = c.id ORDER BY processed_at DESC LIMIT $2) AS e
+"""
+
+
+class Stored(NamedTuple):
+    """What is stored of one conversation and its contact (None: not stored yet), and the
+    conversation's most recent event ids, newest first."""
+
+    conversation: Conversation | None
+    contact: Contact | None
+    recent: list[str]
+
+
+async def load_many(conn: asyncpg.Connection, keys: list[tuple[str, str]], recent: int) -> list[Stored]:
+    """For each (conversation id, contact id): what is stored, in three statements for all of them."""
+    conversations = {r["id"]: _conversation(r) for r in await conn.fetch(SELECT_CONVERSATIONS, [k[0] for k in keys])}
+    contacts = {r["id"]: _contact(r) for r in await conn.fetch(SELECT_CONTACTS, [k[1] for k in keys])}
+    events: dict[str, list[str]] = {}
+    if conversations:
+        for r in await conn.fetch(SELECT_RECENT_EVENTS_MANY, list(conversations), recent):
+            events.setdefault(r["conversation_id"], []).append(r["event_id"])
+    return [Stored(conversations.get(cid), contacts.get(kid), events.get(cid, [])) for cid, kid in keys]
+
+
 async def load_conversation(conn: asyncpg.Connection, conversation_id: str) -> Conversation | None:
     row = await conn.fetchrow(SELECT_CONVERSATION, conversation_id)
-    if row is None:
-        return None
+    return None if row is None else _conversation(row)
+
+
+def _conversation(row: asyncpg.Record) -> Conversation:
     return Conversation(
         id=row["id"],
         tenant_id=row["tenant_id"],
@@ -48,8 +81,10 @@ async def load_conversation(conn: asyncpg.Connection, conversation_id: str) -> C
 
 async def load_contact(conn: asyncpg.Connection, contact_id: str) -> Contact | None:
     row = await conn.fetchrow(SELECT_CONTACT, contact_id)
-    if row is None:
-        return None
+    return None if row is None else _contact(row)
+
+
+def _contact(row: asyncpg.Record) -> Contact:
     return Contact(
         id=row["id"],
         tenant_id=row["tenant_id"],

@@ -20,7 +20,9 @@ UPDATE channel_messages m SET
     platform_message_id = u.platform_id, sent_at = coalesce(m.sent_at, now()), updated_at = now()
 FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS u(id, created_at, platform_id)
 WHERE m.id = u.id AND m.created_at = u.created_at
-RETURNING m.channel_id, m.platform_message_id
+RETURNING m.channel_id, m.platform_message_id, EXISTS (
+    SELECT 1 FROM pending_receipts p WHERE p.channel_id = m.channel_id AND p.platform_message_id = m.platform_message_id
+) AS overtaken
 """
 # Receipts that overtook the sends just recorded: for each message, apply the furthest one.
 APPLY_PENDING_MANY = """
@@ -74,13 +76,11 @@ async def claim_many(pool: asyncpg.Pool, rows: list[tuple[str, datetime]]) -> li
 
 
 async def mark_sent_many(pool: asyncpg.Pool, rows: list[tuple[str, datetime, str | None]]) -> list[None]:
-    """mark_sent() for many rows in one transaction, receipts that overtook them applied."""
-    async with pool.acquire() as conn, conn.transaction():
-        sent = await conn.fetch(MARK_SENT_MANY, *(list(col) for col in zip(*rows, strict=True)))
-        with_ids = [r for r in sent if r["platform_message_id"] is not None]
-        if with_ids:
-            channels, platform_ids = [r["channel_id"] for r in with_ids], [r["platform_message_id"] for r in with_ids]
-            await conn.execute(APPLY_PENDING_MANY, channels, platform_ids)
+    """mark_sent() for many rows in one statement; then the receipts that overtook them (rare) applied."""
+    sent = await pool.fetch(MARK_SENT_MANY, *(list(col) for col in zip(*rows, strict=True)))
+    if overtaken := [r for r in sent if r["overtaken"]]:
+        channels, platform_ids = [r["channel_id"] for r in overtaken], [r["platform_message_id"] for r in overtaken]
+        await pool.execute(APPLY_PENDING_MANY, channels, platform_ids)
     return [None] * len(rows)
 
 

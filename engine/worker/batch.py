@@ -20,7 +20,7 @@ import asyncpg
 from aio_pika.abc import AbstractExchange
 
 from engine import metrics
-from engine.bus.connection import make_message
+from engine.bus.connection import replies_message
 from engine.bus.consumer import Delivery, ShardConsumer
 from engine.bus.topology import Topology
 from engine.models import OutboundMessage
@@ -161,19 +161,16 @@ class Flusher:
         return duplicates
 
     async def _publish(self, replies: list[OutboundMessage]) -> None:
-        """Publish with confirms. If the broker fails us here the rows are committed as 'queued',
-        and the sender's sweeper re-publishes stale queued rows, so the reply is late, not lost."""
+        """Publish with confirms, one message per outbound queue carrying its replies (in order). If
+        the broker fails us here the rows are committed as 'queued', and the sender's sweeper
+        re-publishes stale queued rows, so the reply is late, not lost."""
         publishes = [
-            self.outbound.publish(
-                make_message(reply, message_id=reply.id, correlation_id=reply.conversation_id),
-                routing_key=self.topology.outbound_key(reply),
-                mandatory=True,
-            )
-            for reply in replies
+            self.outbound.publish(replies_message(group), routing_key=key, mandatory=True)
+            for key, group in self.topology.group_replies(replies)
         ]
         results = await asyncio.gather(*publishes, return_exceptions=True)
         if failed := [r for r in results if isinstance(r, BaseException)]:
-            log.error("%d replies not confirmed by the broker (%r); the sweeper will resend", len(failed), failed[0])
+            log.error("%d reply messages not confirmed (%r); the sweeper will resend them", len(failed), failed[0])
 
 
 def _keys(rows: store.FlushRows) -> list[store.EventKey]:

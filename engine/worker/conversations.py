@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import asyncpg
 
+from engine.coalescer import Coalescer
 from engine.models import Contact, Conversation, InboundEvent, stable_key
 from engine.store import conversations as store
 
@@ -59,6 +60,8 @@ class ConversationCache:
         self._pool = pool
         self._max = max_entries
         self._entries: OrderedDict[str, Entry] = OrderedDict()
+        # Lanes seeing a conversation for the first time at about the same moment share one load.
+        self._stored: Coalescer[tuple[str, str], store.Stored] = Coalescer(self._load_many)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -73,12 +76,13 @@ class ConversationCache:
         self._entries[cid] = entry
         return entry
 
+    async def _load_many(self, keys: list[tuple[str, str]]) -> list[store.Stored]:
+        async with self._pool.acquire() as conn:
+            return await store.load_many(conn, keys, RECENT_EVENTS)
+
     async def _load(self, event: InboundEvent, cid: str, shard: int) -> Entry:
         kid = contact_id(event.channel_id, event.contact_key)
-        async with self._pool.acquire() as conn:
-            conversation = await store.load_conversation(conn, cid)
-            contact = await store.load_contact(conn, kid)
-            recent = await store.recent_event_ids(conn, cid, RECENT_EVENTS) if conversation else []
+        conversation, contact, recent = await self._stored((cid, kid))
         if contact is None:
             contact = Contact(kid, event.tenant_id, event.channel_id, event.contact_key)
         if conversation is None:

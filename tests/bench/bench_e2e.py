@@ -61,6 +61,7 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
 RATE = float(os.environ.get("BENCH_RATE", "50"))
 RATE_SECONDS = float(os.environ.get("BENCH_RATE_SECONDS", "20"))
 DRAIN = float(os.environ.get("BENCH_DRAIN", "60"))
+PROFILE = os.environ.get("BENCH_PROFILE")  # a directory: py-spy profiles of each process, first closed loop
 PG_ADMIN = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 NO_LIMITS = {"telegram": {"chat_rate": 10_000, "chat_burst": 10_000, "channel_rate": 100_000, "channel_burst": 100_000}}
@@ -142,6 +143,19 @@ class Processes:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def profile(procs: Processes, directory: str) -> list[subprocess.Popen[bytes]]:
+    """py-spy (pip install py-spy) sampling each engine process and this one, raw (collapsed stacks)."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    pids = {name: procs.pid(name) for name in ("receiver", "worker", "sender")} | {"load-tester": os.getpid()}
+    spy = str(Path(sys.executable).with_name("py-spy"))
+    record = [spy, "record", "-r", "100", "-f", "raw", "-p"]
+    out = subprocess.DEVNULL
+    return [
+        subprocess.Popen([*record, str(pid), "-o", f"{directory}/{name}.txt"], stdout=out, stderr=out)
+        for name, pid in pids.items()
+    ]
 
 
 async def wait_ready(url: str, procs: Processes, method: str = "GET", limit: float = 60) -> None:
@@ -313,9 +327,13 @@ async def bench(
             await pool.execute("TRUNCATE bare_messages")
             for rep in range(REPS):
                 records = traffic(seed=rep + 1, messages=MESSAGES, chats=CHATS)
+                spies = profile(procs, PROFILE) if PROFILE and rep == 0 else []
                 closed = await run_engine(engine_url, plan(records, targets, Options()), recorder,
                                           ReplayOptions(connections=CONNECTIONS, retries=3), engine)  # fmt: skip
                 procs.check()
+                for spy in spies:
+                    spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+                    spy.wait(timeout=60)
                 rate_records = traffic(seed=100 + rep, messages=int(RATE * RATE_SECONDS), chats=CHATS)
                 rate_items = plan(rate_records, targets, Options(rate=RATE, duration=RATE_SECONDS))
                 opened = await run_engine(engine_url, rate_items, recorder, ReplayOptions(retries=3), engine)

@@ -9,6 +9,7 @@ import aio_pika
 import asyncpg
 from prometheus_client import REGISTRY
 
+from engine.bus import envelope
 from engine.bus.topology import OUTBOUND_TYPES, Topology
 from engine.models import ChannelType
 from engine.settings import Settings
@@ -23,6 +24,8 @@ def _duplicates(stage: str) -> float:
 
 
 async def _replies_published(settings: Settings) -> int:
+    """Replies waiting in the Telegram outbound queues (a message may carry several); read without
+    acking, so closing the channel leaves them queued."""
     topology = Topology.of(settings)
     first = OUTBOUND_TYPES.index(ChannelType.TELEGRAM) * topology.shards
     connection = await aio_pika.connect(settings.amqp_url)
@@ -31,7 +34,8 @@ async def _replies_published(settings: Settings) -> int:
         total = 0
         for slot in range(first, first + topology.shards):
             queue = await channel.declare_queue(topology.outbound_queue(slot), passive=True)
-            total += queue.declaration_result.message_count or 0
+            while (message := await queue.get(no_ack=False, fail=False)) is not None:
+                total += len(envelope.decode_replies(message.body))
         return total
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from engine.outbound.coalescer import Coalescer
+from engine.coalescer import Coalescer
 
 
 async def test_concurrent_calls_share_one_batch_and_get_their_own_results() -> None:

@@ -1,9 +1,10 @@
 """Many concurrent callers, one round trip: a Coalescer joins the calls made within a few milliseconds
 into one batched call and hands each caller its own result.
 
-The sender's lanes each record one reply at a time (claim, then mark sent); across hundreds of lanes
-that is hundreds of single-row transactions a second. Joined, it is a few statements a second, and a
-caller waits at most `delay` longer than it would alone.
+The sender's lanes each record one reply at a time (claim, then mark sent), and the worker's lanes
+each load one conversation the first time they see it; across hundreds of lanes that is hundreds of
+single-row round trips a second. Joined, it is a few statements a second, and a caller waits at most
+`delay` longer than it would alone.
 """
 
 from __future__ import annotations
