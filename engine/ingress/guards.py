@@ -68,6 +68,8 @@ def inflight_limit(limit: int) -> Middleware:
 async def read_body(request: web.Request, seconds: float) -> bytes:
     """The raw body; raises TimeoutError when it does not arrive in time, and aiohttp's
     HTTPRequestEntityTooLarge past client_max_size."""
+    if request.content.is_eof():  # already all in the buffer (the usual small webhook): nothing to wait for
+        return await request.read()
     async with asyncio.timeout(seconds):
         return await request.read()
 
