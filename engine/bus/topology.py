@@ -119,15 +119,15 @@ class Topology:
     def group_replies(
         self, replies: list[OutboundMessage], most: int = REPLIES_PER_MESSAGE
     ) -> list[tuple[str, list[OutboundMessage]]]:
-        """Replies grouped by outbound queue (routing key), in order, at most `most` to a group: what
-        one broker message each carries."""
-        open_groups: dict[str, list[OutboundMessage]] = {}
+        """Replies grouped by outbound queue (routing key) and tenant, in order, at most `most` to a
+        group: what one broker message each carries (one tenant's only, so a dead letter is too)."""
+        open_groups: dict[tuple[str, str], list[OutboundMessage]] = {}
         groups: list[tuple[str, list[OutboundMessage]]] = []
         for reply in replies:
             key = self.outbound_key(reply)
-            group = open_groups.get(key)
+            group = open_groups.get((key, reply.tenant_id))
             if group is None or len(group) >= most:
-                group = open_groups[key] = []
+                group = open_groups[key, reply.tenant_id] = []
                 groups.append((key, group))
             group.append(reply)
         return groups

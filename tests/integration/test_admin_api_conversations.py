@@ -10,9 +10,9 @@ from openapi_spec_validator import validate
 
 from engine.admin.api import openapi
 from engine.admin.api.app import ROUTES
-from engine.bus.connection import make_message
+from engine.bus.connection import make_message, replies_message
 from engine.bus.topology import Topology, declare_topology
-from engine.models import InboundEvent
+from engine.models import ChannelType, InboundEvent, OutboundMessage
 from engine.settings import Settings
 from tests.api_helpers import seed_conversation
 from tests.harness import queued_inbound
@@ -150,6 +150,33 @@ async def test_dead_letters_of_the_tenant_only(world: World, pool: asyncpg.Pool,
         ("replay", "dead-letters", f"token:{a[:12]} (acme-test)")
     ]
     assert (await api.call("GET", "/audit-logs", world.b))[1]["items"] == []
+
+
+async def test_a_dead_letter_carrying_replies_belongs_to_their_tenant(
+    world: World, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    tenants = {r["slug"]: str(r["id"]) for r in await pool.fetch("SELECT slug, id FROM organizations")}
+    replies = [
+        OutboundMessage(id=f"00000000-0000-0000-0000-00000000000{n}", created_at=1.0, tenant_id=tenants["acme"],
+                        channel_id=world.channels["acme"], channel_type=ChannelType.TELEGRAM,
+                        conversation_id="00000000-0000-0000-0000-0000000000aa", conversation_key="77", text=f"r{n}")
+        for n in (1, 2)
+    ]  # fmt: skip
+    topology = Topology.of(settings)
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await declare_topology(channel, topology)
+        message = replies_message(replies)
+        message.headers = {"x-reason": "RuntimeError('x')", "x-queue": topology.outbound_queue(0)}
+        await channel.default_exchange.publish(message, routing_key=topology.dead)
+    (letter,) = (await world.api.call("GET", "/dead-letters", world.a))[1]["items"]
+    assert (letter["kind"], letter["conversation_key"], letter["queue"]) == (
+        "outbound",
+        "77",
+        topology.outbound_queue(0),
+    )
+    assert (await world.api.call("GET", "/dead-letters", world.b))[1]["items"] == []
 
 
 async def test_the_openapi_document_validates_and_the_docs_page_is_local(world: World) -> None:

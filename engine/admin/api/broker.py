@@ -41,9 +41,12 @@ def _text(value: Any) -> str:
 def _describe(message: AbstractIncomingMessage, tenant_id: str) -> DeadLetter | None:
     """The dead letter if it belongs to the tenant; one that cannot be read belongs to nobody."""
     try:
-        item = envelope.decode(message.body)
+        item: envelope.Item = envelope.decode(message.body)
     except envelope.EnvelopeError:
-        return None
+        try:  # replies travel several to a message, all of one tenant
+            item = envelope.decode_replies(message.body)[0]
+        except (envelope.EnvelopeError, IndexError):
+            return None
     if item.tenant_id != tenant_id:
         return None
     headers = dict(message.headers or {})
