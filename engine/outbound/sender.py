@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 
 import aiohttp
 import asyncpg
@@ -41,14 +41,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class _Parts:
-    """The replies of one broker message still to be done, and those that failed (with why)."""
+    """One broker message's replies: how many, how many are done, which failed (and why)."""
 
     count: int
-    left: int = -1
+    done: int = 0
     failed: list[tuple[OutboundMessage, str]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.left = self.count
 
 
 class Sender:
@@ -95,10 +92,8 @@ class Sender:
         # the message is settled once the last of them is done.
         parts = _Parts(len(replies))
         for reply in replies:
-            self.lanes.submit((reply.channel_id, reply.conversation_key), self._job(delivery, reply, parts))
-
-    def _job(self, delivery: Delivery, reply: OutboundMessage, parts: _Parts) -> Callable[[], Awaitable[None]]:
-        return lambda: self._deliver(delivery, reply, parts)
+            job = partial(self._deliver, delivery, reply, parts)
+            self.lanes.submit((reply.channel_id, reply.conversation_key), job)
 
     async def _deliver(self, delivery: Delivery, reply: OutboundMessage, parts: _Parts) -> None:
         try:
@@ -106,8 +101,8 @@ class Sender:
         except Exception as exc:  # a bug: set the reply aside with the reason rather than loop on it
             log.exception("delivering %s failed", reply.id)
             parts.failed.append((reply, repr(exc)))
-        parts.left -= 1
-        if parts.left:
+        parts.done += 1
+        if parts.done < parts.count:
             return
         if not parts.failed:
             await self.consumer.ack(delivery)
