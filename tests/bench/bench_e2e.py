@@ -61,6 +61,7 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
 RATE = float(os.environ.get("BENCH_RATE", "50"))
 RATE_SECONDS = float(os.environ.get("BENCH_RATE_SECONDS", "20"))
 DRAIN = float(os.environ.get("BENCH_DRAIN", "60"))
+RSS_EVERY = float(os.environ.get("BENCH_RSS_EVERY", "60"))
 PROFILE = os.environ.get("BENCH_PROFILE")  # a directory: py-spy profiles of each process, first closed loop
 PG_ADMIN = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -143,6 +144,12 @@ class Processes:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+async def sample_rss(procs: Processes, timeline: list[str]) -> None:
+    while True:
+        await asyncio.sleep(RSS_EVERY)
+        timeline.append("/".join(f"{rss_mib(procs.pid(name)):.0f}" for name in ("receiver", "worker", "sender")))
 
 
 def profile(procs: Processes, directory: str) -> list[subprocess.Popen[bytes]]:
@@ -323,6 +330,8 @@ async def bench(
                                    "bare consumer": [procs.pid("bare-consumer")], "load tester": tester,
                                    "rabbitmq": broker}, db_pids)  # fmt: skip
             rss = {name: rss_mib(procs.pid(name)) for name in ("receiver", "worker", "sender")}
+            timeline: list[str] = []  # RSS every RSS_EVERY seconds, to see it stays flat over a long run
+            sampler = asyncio.create_task(sample_rss(procs, timeline))
             targets = from_tenant_file(tenant_file)
             await pool.execute("TRUNCATE bare_messages")
             for rep in range(REPS):
@@ -349,8 +358,11 @@ async def bench(
                       f"{opened['e2e_ms']['p50']:.0f}/{opened['e2e_ms']['p99']:.0f} ms (lost {opened['lost']}); "
                       f"bare {bare_result['landed_per_s']:.0f} rows/s (lost {bare_result['lost']}); "
                       f"ratio {ratio:.3f}", flush=True)  # fmt: skip
+            sampler.cancel()
             for name, start in rss.items():
                 print(f"RSS {name}: {start:.0f} MiB at start, {rss_mib(procs.pid(name)):.0f} MiB at end")
+            if len(timeline) > 1:
+                print(f"RSS MiB receiver/worker/sender every {RSS_EVERY:g} s: {', '.join(timeline)}")
     finally:
         await pool.close()
     summary(results)
