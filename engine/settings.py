@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     prefetch: int = 512
     batch_size: int = 300  # flush when this many messages are staged ...
     flush_interval_ms: float = 5.0  # ... or this long after the first one was
+    # Conversations a worker keeps in memory (least recently used beyond it are dropped when idle);
+    # each holds its state and up to 256 recent event ids, a few KiB to ~20 KiB.
+    conversation_cache: int = 100_000
     queue_type: Literal["classic", "quorum"] = "classic"  # quorum: shard, retry and outbound queues replicated
     lease_ttl: float = 10.0  # seconds a silent worker keeps its shards
     heartbeat_interval: float = 2.0

@@ -42,7 +42,7 @@ class WorkerProcess:
         # The compiled definitions are large and long-lived: keep the cyclic GC from rescanning them on
         # every collection (a 4x routing throughput difference in tests/bench).
         gc.freeze()
-        cache = ConversationCache(pool, max_entries=100_000)
+        cache = ConversationCache(pool, max_entries=s.conversation_cache)
         membership = Membership(pool, "worker", s.lease_ttl)
         connection = await connect(s.amqp_url, membership.me)
         channel = await open_channel(connection, prefetch=s.prefetch)

@@ -82,6 +82,12 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, reset:
         init=_init_connection,
         command_timeout=60,
         reset=None if reset else _keep_session,
+        # Plan each execution of a cached statement for the table as it is now. A generic plan made
+        # while a table was empty (a new deployment, a new month's partition) stays cached for the
+        # connection's life and can scan the whole table (or the whole partial index of pending
+        # replies) per statement once it has grown; with stale statistics (autovacuum behind, or
+        # off) that cost grows with every row written.
+        server_settings={"plan_cache_mode": "force_custom_plan"},
     )
     assert pool is not None
     return pool

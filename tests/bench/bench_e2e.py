@@ -61,6 +61,9 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
 RATE = float(os.environ.get("BENCH_RATE", "50"))
 RATE_SECONDS = float(os.environ.get("BENCH_RATE_SECONDS", "20"))
 DRAIN = float(os.environ.get("BENCH_DRAIN", "60"))
+# Another checkout of the engine to run instead of this one (its receiver, worker and sender), measured
+# with this instrument: how a before/after comparison keeps the load tester the same.
+ENGINE_DIR = os.environ.get("BENCH_ENGINE_DIR") or None
 RSS_EVERY = float(os.environ.get("BENCH_RSS_EVERY", "60"))
 PROFILE = os.environ.get("BENCH_PROFILE")  # a directory: py-spy profiles of each process, first closed loop
 PG_ADMIN = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -126,8 +129,8 @@ class Processes:
     def pid(self, name: str) -> int:
         return next(proc.pid for n, proc in self.procs if n == name)
 
-    def start(self, name: str, command: list[str], env: dict[str, str]) -> None:
-        self.procs.append((name, subprocess.Popen(command, env=env, start_new_session=True)))
+    def start(self, name: str, command: list[str], env: dict[str, str], cwd: str | None = None) -> None:
+        self.procs.append((name, subprocess.Popen(command, env=env, cwd=cwd, start_new_session=True)))
 
     def check(self) -> None:
         for name, proc in self.procs:
@@ -240,7 +243,8 @@ async def run_engine(
     return {"replies_per_s": report["replies"]["rate"], "accepted_per_s": report["rate_achieved"],
             "ack_ms": report["ack_ms"], "e2e_ms": report["e2e_ms"], "lost": stats.lost,
             "duplicated": stats.duplicated, "failed": stats.failed, "statuses": report["statuses"],
-            "cpu_ms_per_message": per_message(cpu, stats.matched)}  # fmt: skip
+            "cpu_ms_per_message": per_message(cpu, stats.matched),
+            "timeline": report["timeline"]}  # fmt: skip
 
 
 def spread(values: list[float]) -> str:
@@ -305,9 +309,8 @@ async def bench(
     results = []
     try:
         async with running_sink(recorder, "127.0.0.1", sink_port):
-            procs.start("receiver", [sys.executable, "-m", "workers.cli", "serve"], env)
-            procs.start("worker", [sys.executable, "-m", "workers.cli", "worker"], env)
-            procs.start("sender", [sys.executable, "-m", "workers.cli", "sender"], env)
+            for name, command in (("receiver", "serve"), ("worker", "worker"), ("sender", "sender")):
+                procs.start(name, [sys.executable, "-m", "workers.cli", command], env, cwd=ENGINE_DIR)
             bare = [sys.executable, "-m", "tests.bench.bare_pipeline"]
             queue = f"{settings.topology_prefix}.bare"
             common = ["--amqp", settings.amqp_url, "--queue", queue, "--dsn", settings.database_url]
@@ -332,6 +335,8 @@ async def bench(
             rss = {name: rss_mib(procs.pid(name)) for name in ("receiver", "worker", "sender")}
             timeline: list[str] = []  # RSS every RSS_EVERY seconds, to see it stays flat over a long run
             sampler = asyncio.create_task(sample_rss(procs, timeline))
+            autovacuum = await pool.fetchval("SHOW autovacuum")  # off: nothing is vacuumed or analyzed during the run
+            print(f"PostgreSQL autovacuum: {autovacuum}", flush=True)
             targets = from_tenant_file(tenant_file)
             await pool.execute("TRUNCATE bare_messages")
             for rep in range(REPS):
