@@ -3,11 +3,15 @@ of a reply share a batch; recording sends applies receipts that overtook them.""
 
 from __future__ import annotations
 
+import time
 import uuid
+from datetime import datetime
 
 import asyncpg
 
+from engine.settings import Settings
 from engine.store import deliveries
+from engine.store.pool import create_pool
 from engine.values import utc
 
 INSERT = """
@@ -19,8 +23,8 @@ INSERT INTO pending_receipts (channel_id, platform_message_id, status, at) VALUE
 """
 
 
-async def _row(pool: asyncpg.Pool, channel: uuid.UUID) -> tuple[str, object]:
-    row_id, created = str(uuid.uuid4()), utc(1_700_000_000)
+async def _row(pool: asyncpg.Pool, channel: uuid.UUID, created: datetime | None = None) -> tuple[str, datetime]:
+    row_id, created = str(uuid.uuid4()), created or utc(1_700_000_000)
     await pool.execute(INSERT, row_id, uuid.uuid4(), channel, uuid.uuid4(), created)
     return row_id, created
 
@@ -41,3 +45,41 @@ async def test_recording_sends_applies_the_furthest_receipt_that_overtook_them(p
     statuses = dict(await pool.fetch("SELECT platform_message_id, status FROM channel_messages"))
     assert statuses == {"wamid.A": "read", "wamid.B": "sent"}
     assert await pool.fetchval("SELECT count(*) FROM pending_receipts") == 0
+
+
+READS = """
+SELECT coalesce(sum(seq_tup_read), 0) + coalesce(sum(idx_tup_fetch), 0)
+FROM pg_stat_user_tables WHERE relname LIKE 'channel_messages%'
+"""
+
+
+async def test_a_claim_reads_only_its_rows_after_the_table_grew_under_a_cached_statement(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """The sender's connections keep their prepared statements for their whole life. The claim was
+    first run while channel_messages was empty; 20,000 queued rows later it must still find its
+    rows by primary key, not scan the table or the index of every pending row."""
+    sender = await create_pool(settings.database_url, max_size=1, reset=False)  # one connection: one cache
+    try:
+        channel = uuid.uuid4()
+        for _ in range(8):  # past the executions after which PostgreSQL may settle on a generic plan
+            assert await deliveries.claim_many(sender, [(str(uuid.uuid4()), utc(time.time()))]) == [False]
+        await pool.execute(
+            """INSERT INTO channel_messages (id, tenant_id, channel_id, conversation_id, body, created_at)
+               SELECT gen_random_uuid(), $1, $1, $1, '{}'::jsonb, now() FROM generate_series(1, 20000)""",
+            channel,
+        )
+        mine = await _row(pool, channel, utc(time.time()))
+        before = await _reads(pool, sender)
+        assert await deliveries.claim_many(sender, [mine]) == [True]  # type: ignore[list-item]
+        read = await _reads(pool, sender) - before
+    finally:
+        await sender.close()
+    assert read < 100, f"the claim read {read} rows of channel_messages"
+
+
+async def _reads(pool: asyncpg.Pool, *others: asyncpg.Pool) -> int:
+    """Rows of channel_messages read by scans so far, once the others' connections reported theirs."""
+    for p in others:
+        await p.execute("SELECT pg_stat_force_next_flush()")  # reported as this statement ends
+    return int(await pool.fetchval(READS))
