@@ -3,10 +3,11 @@ models (an unknown field is an error that names its path), regexes that RE2 comp
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from engine import patterns
 
@@ -30,3 +31,13 @@ def _known_zone(value: str) -> str:
 
 RegexPattern = Annotated[str, AfterValidator(_compiles)]
 TimeZone = Annotated[str, AfterValidator(_known_zone)]
+
+
+def loc_path(loc: tuple[Any, ...]) -> str:
+    """pydantic's error location as a path: `campaigns[0].steps[1].template`."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
+def problem_lines(exc: ValidationError, path: Callable[[tuple[Any, ...]], str] = loc_path) -> list[str]:
+    """Each error as `path: message`, the lines `engine load` prints and the API answers 422 with."""
+    return [f"{path(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]

@@ -24,7 +24,7 @@ from engine.brain.tools.tool_models import HttpToolDef
 from engine.crypto import Vault
 from engine.models import stable_id
 from engine.store import catalog as sql
-from engine.validation import Strict
+from engine.validation import Strict, problem_lines
 
 log = logging.getLogger(__name__)
 SECTIONS = ("rules", "flows", "tools", "faqs", "documents")
@@ -96,8 +96,7 @@ def parse_section(raw: dict[str, Any]) -> Section:
     try:
         return Section.model_validate({k: v for k, v in raw.items() if k in SECTIONS})
     except ValidationError as exc:
-        problems = [f"{_path(e['loc'], raw)}: {re.sub(r'^Value error, ', '', e['msg'])}" for e in exc.errors()]
-        raise DefinitionError(problems) from None
+        raise DefinitionError(problem_lines(exc, lambda loc: _path(loc, raw))) from None
 
 
 def check_references(

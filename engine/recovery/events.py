@@ -36,7 +36,7 @@ from engine.recovery.campaigns import EventType
 from engine.recovery.intake import CustomerRef, NewEvent, Stored, event_id, store_event
 from engine.settings import Settings
 from engine.store import recovery as sql
-from engine.validation import Strict
+from engine.validation import Strict, problem_lines
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +110,6 @@ def _refuse(request: web.Request, status: int, error: str, detail: str) -> web.R
     return web.json_response({"error": error, "detail": detail}, status=status)
 
 
-def _path(loc: tuple[Any, ...]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-
-
 async def _tenant(request: web.Request) -> tuple[str, str, dict[str, str]] | None:
     row = await _pool(request).fetchrow(sql.SELECT_TENANT, request.match_info["tenant"])
     if row is None:
@@ -176,7 +172,7 @@ async def post_event(request: web.Request) -> web.Response:
     try:
         event = EventIn.model_validate(doc)
     except ValidationError as exc:
-        problems = [f"{_path(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
+        problems = problem_lines(exc)
         log.warning("recovery event refused: invalid: %s", "; ".join(problems))
         metrics.RECOVERY_EVENTS.labels("invalid").inc()
         return web.json_response({"error": "invalid", "detail": problems}, status=422)

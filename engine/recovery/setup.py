@@ -8,7 +8,6 @@ out are archived, so their history stays), one absent leaves it alone.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ from engine.crypto import Vault
 from engine.models import stable_id
 from engine.recovery.campaigns import Campaign, RecoverySection, Template, check_references
 from engine.store import recovery as sql
+from engine.validation import loc_path, problem_lines
 
 SECTIONS = ("recovery", "templates", "campaigns")
 
@@ -31,16 +31,14 @@ class RecoveryDefinitionError(ValueError):
 
 def _path(loc: tuple[Any, ...]) -> str:
     # pydantic names a union member it tried (a Literal or an enum) in the location: leave it out.
-    parts = [p for p in loc if not (isinstance(p, str) and (p.startswith("literal[") or p.startswith("function-")))]
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
+    return loc_path(tuple(p for p in loc if not (isinstance(p, str) and p.startswith(("literal[", "function-")))))
 
 
 def parse(raw: dict[str, Any]) -> RecoverySection:
     try:
         return RecoverySection.model_validate({k: v for k, v in raw.items() if k in SECTIONS})
     except ValidationError as exc:
-        problems = [f"{_path(e['loc'])}: {re.sub(r'^Value error, ', '', e['msg'])}" for e in exc.errors()]
-        raise RecoveryDefinitionError(problems) from None
+        raise RecoveryDefinitionError(problem_lines(exc, _path)) from None
 
 
 def _with_bot_ids(campaign: Campaign, known_bots: dict[str, str]) -> Campaign:

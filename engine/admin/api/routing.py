@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
+from engine.validation import problem_lines
+
 if TYPE_CHECKING:
     from engine.admin.api.context import Call
 
@@ -69,10 +71,5 @@ def problems(errors: list[str]) -> ApiError:
     return ApiError(422, "invalid", "the request is invalid: see errors", out)
 
 
-def loc_path(loc: tuple[Any, ...]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-
-
 def validation_problems(exc: ValidationError, prefix: str = "") -> ApiError:
-    lines = [f"{prefix}{loc_path(e['loc'])}: {re.sub(r'^Value error, ', '', e['msg'])}" for e in exc.errors()]
-    return problems(lines)
+    return problems([prefix + line for line in problem_lines(exc)])
