@@ -8,10 +8,10 @@ from typing import Any
 
 import asyncpg
 
-from engine.admin.api.checks import check_section_item, refuse_env_references
+from engine.admin.api.checks import check_identity, check_section_item, one_or_404, refuse_env_references
 from engine.admin.api.context import Call
 from engine.admin.api.models import DocumentOut, FaqOut, FlowOut, FlowVersionOut, RuleOut, ToolOut, ValidationOut
-from engine.admin.api.routing import ApiError, Reply, Route, not_found, problems
+from engine.admin.api.routing import ApiError, Reply, Route, not_found
 from engine.admin.sections import DocumentDef, FaqDef, flow_id
 from engine.brain.flows.flow_models import FlowDef
 from engine.brain.routing.rule_models import Rule
@@ -24,24 +24,6 @@ from engine.store import catalog as dsql
 READ, WRITE = ("read", "write"), ("write",)
 
 
-async def _one(conn: asyncpg.Connection, query: str, *args: Any, what: str) -> asyncpg.Record:
-    row = await conn.fetchrow(query, *args)
-    if row is None:
-        raise not_found(what)
-    return row
-
-
-def check_identity(existing: str | None, new_id: str, found: asyncpg.Record | None, kind: str, key: str) -> None:
-    """POST creates (409 if it exists); PUT changes the item its id names, whose key cannot change."""
-    if existing is None and found is not None:
-        raise ApiError(409, "exists", f"{kind[:-1]} exists: PUT /{kind}/{new_id} to change it")
-    if existing is not None and found is None:
-        raise not_found(kind[:-1])
-    if existing is not None and new_id != existing:
-        field = key.split()[-1]
-        raise problems([f"{kind}[0].{field}: the {key} cannot change (it names the {kind[:-1]})"])
-
-
 # --- rules ----------------------------------------------------------------------------------------------
 
 
@@ -52,13 +34,13 @@ async def list_rules(call: Call) -> Reply:
 
 async def get_rule(call: Call) -> Reply:
     async with call.db() as conn:
-        return Reply(RuleOut(**dict(await _one(conn, sql.SELECT_RULE, call.tenant_id, call.id(), what="rule"))))
+        return Reply(RuleOut(**dict(await one_or_404(conn, sql.SELECT_RULE, call.tenant_id, call.id(), what="rule"))))
 
 
 async def _save_rule(call: Call, existing: str | None) -> Reply:
     async with call.db() as conn:
         if existing:  # an id of nothing (or of another tenant) is 404 whatever the body
-            await _one(conn, sql.SELECT_RULE, call.tenant_id, existing, what="rule")
+            await one_or_404(conn, sql.SELECT_RULE, call.tenant_id, existing, what="rule")
         section, _, _ = await check_section_item(conn, call.tenant_id, "rules", call.body)
         rule = section.rules[0]
         rid = str(stable_id(call.tenant_id, "rule", rule.name))
@@ -70,9 +52,7 @@ async def _save_rule(call: Call, existing: str | None) -> Reply:
         actions = [a.model_dump(mode="json", by_alias=True, exclude_none=True) for a in rule.actions]
         await conn.execute(dsql.UPSERT_RULE, rid, call.tenant_id, rule.name, rule.priority, conditions, actions,
                            rule.status)  # fmt: skip
-        await call.audit(
-            conn, "update" if existing else "create", "rules", rid, {"id": existing} if existing else None, {"id": rid}
-        )
+        await call.audit_saved(conn, "rules", rid, existing)
         row = await conn.fetchrow(sql.SELECT_RULE, call.tenant_id, rid)
     return Reply(RuleOut(**dict(row)), 200 if existing else 201)
 
@@ -100,7 +80,7 @@ async def list_flows(call: Call) -> Reply:
 
 async def get_flow(call: Call) -> Reply:
     async with call.db() as conn:
-        return Reply(_flow_out(await _one(conn, sql.SELECT_FLOW, call.tenant_id, call.id(), None, what="flow")))
+        return Reply(_flow_out(await one_or_404(conn, sql.SELECT_FLOW, call.tenant_id, call.id(), None, what="flow")))
 
 
 async def list_flow_versions(call: Call) -> Reply:
@@ -117,7 +97,7 @@ async def get_flow_version(call: Call) -> Reply:
     except ValueError:
         raise not_found("flow version") from None
     async with call.db() as conn:
-        row = await _one(conn, sql.SELECT_FLOW, call.tenant_id, call.id(), version, what="flow version")
+        row = await one_or_404(conn, sql.SELECT_FLOW, call.tenant_id, call.id(), version, what="flow version")
     return Reply(_flow_out(row))
 
 
@@ -135,7 +115,9 @@ async def validate_flow(call: Call) -> Reply:
 
 async def _save_flow(call: Call, existing: str | None) -> Reply:
     async with call.db() as conn:
-        current = await _one(conn, sql.SELECT_FLOW, call.tenant_id, existing, None, what="flow") if existing else None
+        current = None
+        if existing:
+            current = await one_or_404(conn, sql.SELECT_FLOW, call.tenant_id, existing, None, what="flow")
         section, ctx, warnings = await check_section_item(conn, call.tenant_id, "flows", call.body)
         flow = section.flows[0]
         bot = ctx.bots.get(flow.bot) or flow.bot  # a slug, or already an id
@@ -190,7 +172,7 @@ async def list_tools(call: Call) -> Reply:
 
 async def get_tool(call: Call) -> Reply:
     async with call.db() as conn:
-        return Reply(_tool_out(call, await _one(conn, sql.SELECT_TOOL, call.tenant_id, call.id(), what="tool")))
+        return Reply(_tool_out(call, await one_or_404(conn, sql.SELECT_TOOL, call.tenant_id, call.id(), what="tool")))
 
 
 async def _save_tool(call: Call, existing: str | None) -> Reply:
@@ -199,7 +181,9 @@ async def _save_tool(call: Call, existing: str | None) -> Reply:
     refuse_env_references("tools", given)  # type: ignore[arg-type]
     vault = call.vault()
     async with call.db() as conn:
-        stored_row = await _one(conn, sql.SELECT_TOOL, call.tenant_id, existing, what="tool") if existing else None
+        stored_row = None
+        if existing:
+            stored_row = await one_or_404(conn, sql.SELECT_TOOL, call.tenant_id, existing, what="tool")
         stored = vault.decrypt(stored_row["secrets"]) if stored_row and stored_row["secrets"] else {}
         # Secrets are write-only: those given replace the stored ones of the same name, the others stay.
         raw["secrets"] = {**stored, **(given or {})}
@@ -211,9 +195,7 @@ async def _save_tool(call: Call, existing: str | None) -> Reply:
         old = stored_row["secrets"] if stored_row else None
         token = vault.encrypt_unless_same(old, tool.secrets) if tool.secrets else None
         await conn.execute(dsql.UPSERT_TOOL, tid, call.tenant_id, tool.slug, tool.kind, tool.config(), token)
-        await call.audit(
-            conn, "update" if existing else "create", "tools", tid, {"id": existing} if existing else None, {"id": tid}
-        )
+        await call.audit_saved(conn, "tools", tid, existing)
         row = await conn.fetchrow(sql.SELECT_TOOL, call.tenant_id, tid)
     return Reply(_tool_out(call, row), 200 if existing else 201)
 
@@ -236,13 +218,13 @@ async def list_faqs(call: Call) -> Reply:
 
 async def get_faq(call: Call) -> Reply:
     async with call.db() as conn:
-        return Reply(FaqOut(**dict(await _one(conn, sql.SELECT_FAQ, call.tenant_id, call.id(), what="faq"))))
+        return Reply(FaqOut(**dict(await one_or_404(conn, sql.SELECT_FAQ, call.tenant_id, call.id(), what="faq"))))
 
 
 async def _save_faq(call: Call, existing: str | None) -> Reply:
     async with call.db() as conn:
         if existing:
-            await _one(conn, sql.SELECT_FAQ, call.tenant_id, existing, what="faq")
+            await one_or_404(conn, sql.SELECT_FAQ, call.tenant_id, existing, what="faq")
         section, ctx, _ = await check_section_item(conn, call.tenant_id, "faqs", call.body)
         faq = section.faqs[0]
         bot = ctx.bots.get(faq.bot) or faq.bot
@@ -254,9 +236,7 @@ async def _save_faq(call: Call, existing: str | None) -> Reply:
         else:
             fid = existing
             await conn.execute(sql.UPDATE_FAQ, call.tenant_id, fid, bot, faq.question, faq.answer, faq.keywords)
-        await call.audit(
-            conn, "update" if existing else "create", "faqs", fid, {"id": existing} if existing else None, {"id": fid}
-        )
+        await call.audit_saved(conn, "faqs", fid, existing)
         row = await conn.fetchrow(sql.SELECT_FAQ, call.tenant_id, fid)
     return Reply(FaqOut(**dict(row)), 200 if existing else 201)
 
@@ -276,14 +256,14 @@ async def list_documents(call: Call) -> Reply:
 
 async def get_document(call: Call) -> Reply:
     async with call.db() as conn:
-        row = await _one(conn, sql.SELECT_DOCUMENT, call.tenant_id, call.id(), what="document")
+        row = await one_or_404(conn, sql.SELECT_DOCUMENT, call.tenant_id, call.id(), what="document")
     return Reply(DocumentOut(**dict(row)))
 
 
 async def _save_document(call: Call, existing: str | None) -> Reply:
     async with call.db() as conn:
         if existing:
-            await _one(conn, sql.SELECT_DOCUMENT, call.tenant_id, existing, what="document")
+            await one_or_404(conn, sql.SELECT_DOCUMENT, call.tenant_id, existing, what="document")
         section, ctx, _ = await check_section_item(conn, call.tenant_id, "documents", call.body)
         d = section.documents[0]
         bot = ctx.bots.get(d.bot) or d.bot
@@ -291,14 +271,7 @@ async def _save_document(call: Call, existing: str | None) -> Reply:
         check_identity(existing, did, await conn.fetchrow(sql.SELECT_DOCUMENT, call.tenant_id, existing or did),
                         "documents", "slug")  # fmt: skip
         await conn.execute(dsql.UPSERT_DOCUMENT, did, call.tenant_id, bot, d.slug, d.title, d.body, d.url, d.language)
-        await call.audit(
-            conn,
-            "update" if existing else "create",
-            "documents",
-            did,
-            {"id": existing} if existing else None,
-            {"id": did},
-        )
+        await call.audit_saved(conn, "documents", did, existing)
         row = await conn.fetchrow(sql.SELECT_DOCUMENT, call.tenant_id, did)
     return Reply(DocumentOut(**dict(row)), 200 if existing else 201)
 

@@ -11,13 +11,32 @@ from typing import Any, TypeVar
 import asyncpg
 from pydantic import BaseModel, ValidationError
 
-from engine.admin.api.routing import problems, validation_problems
+from engine.admin.api.routing import ApiError, not_found, problems, validation_problems
 from engine.admin.sections import DefinitionError, Section, check_references, parse_section
 from engine.store import api_config as sql
 from engine.store import catalog
 
 M = TypeVar("M", bound=BaseModel)
 _ENV_REF = re.compile(r"^env:")
+
+
+async def one_or_404(conn: asyncpg.Connection, query: str, *args: Any, what: str) -> asyncpg.Record:
+    """The row the query finds, or 404 naming `what`."""
+    row = await conn.fetchrow(query, *args)
+    if row is None:
+        raise not_found(what)
+    return row
+
+
+def check_identity(existing: str | None, new_id: str, found: asyncpg.Record | None, kind: str, key: str) -> None:
+    """POST creates (409 if it exists); PUT changes the item its id names, whose key cannot change."""
+    if existing is None and found is not None:
+        raise ApiError(409, "exists", f"{kind[:-1]} exists: PUT /{kind}/{new_id} to change it")
+    if existing is not None and found is None:
+        raise not_found(kind[:-1])
+    if existing is not None and new_id != existing:
+        field = key.split()[-1]
+        raise problems([f"{kind}[0].{field}: the {key} cannot change (it names the {kind[:-1]})"])
 
 
 @dataclass(frozen=True, slots=True)

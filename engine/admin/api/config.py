@@ -75,9 +75,7 @@ async def _save_bot(call: Call, existing: str | None) -> Reply:
                 raise problems([f"bots[0].slug: the slug names the bot and cannot change (it is {found['slug']!r})"])
         await tenants.upsert_bot(conn, bid, call.tenant_id, spec.slug, spec.name, spec.welcome_text, spec.echo,
                                  spec.settings)  # fmt: skip
-        await call.audit(
-            conn, "update" if existing else "create", "bots", bid, {"id": existing} if existing else None, {"id": bid}
-        )
+        await call.audit_saved(conn, "bots", bid, existing)
         row = await conn.fetchrow(sql.SELECT_BOT, call.tenant_id, bid)
     return Reply(BotOut(**dict(row)), 200 if existing else 201)
 
@@ -164,14 +162,7 @@ async def _save_channel(call: Call, existing: str | None) -> Reply:
             conn, cid, call.tenant_id, bots[spec.bot] if spec.bot else None, spec.slug, spec.type.value,
             spec.external_id, vault.encrypt_unless_same(old, secrets), spec.config, spec.active,
         )  # fmt: skip
-        await call.audit(
-            conn,
-            "update" if existing else "create",
-            "channels",
-            cid,
-            {"id": existing} if existing else None,
-            {"id": cid},
-        )
+        await call.audit_saved(conn, "channels", cid, existing)
         row = await conn.fetchrow(sql.SELECT_CHANNEL, call.tenant_id, cid)
     return Reply(_channel_out(call, row, vault), 200 if existing else 201)
 

@@ -87,6 +87,11 @@ class Call:
         p = self.principal
         await api_audit.record(conn, p.tenant_id, p.actor, p.token_id, action, resource, resource_id, before, after)
 
+    async def audit_saved(self, conn: asyncpg.Connection, resource: str, saved_id: str, existing: str | None) -> None:
+        """Record a create (POST, existing None) or an update (PUT of `existing`) of one item."""
+        before = {"id": existing} if existing else None
+        await self.audit(conn, "update" if existing else "create", resource, saved_id, before, {"id": saved_id})
+
     @contextlib.asynccontextmanager
     async def db(self) -> AsyncIterator[asyncpg.Connection]:
         async with tenant_transaction(self.request.app[POOL], self.tenant_id) as conn:

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from engine.admin.api.brain import check_identity
+from engine.admin.api.checks import check_identity, one_or_404
 from engine.admin.api.context import Call
 from engine.admin.api.models import AnalyticsDayOut, AnalyticsOut, AnalyticsQuery, CampaignOut, FunnelOut, TemplateOut
 from engine.admin.api.routing import ApiError, Reply, Route, not_found, problems
@@ -24,13 +24,6 @@ from engine.store import recovery as rsql
 
 READ, WRITE = ("read", "write"), ("write",)
 DEFAULT_SINCE_DAYS = 30
-
-
-async def _one(conn: asyncpg.Connection, query: str, tenant_id: str, rid: str, what: str) -> asyncpg.Record:
-    row = await conn.fetchrow(query, tenant_id, rid)
-    if row is None:
-        raise not_found(what)
-    return row
 
 
 async def _checked(conn: asyncpg.Connection, call: Call, kind: str) -> tuple[RecoverySection, dict[str, str]]:
@@ -53,22 +46,21 @@ async def list_campaigns(call: Call) -> Reply:
 
 async def get_campaign(call: Call) -> Reply:
     async with call.db() as conn:
-        row = await _one(conn, sql.SELECT_CAMPAIGN, call.tenant_id, call.id(what="campaign"), "campaign")
+        row = await one_or_404(conn, sql.SELECT_CAMPAIGN, call.tenant_id, call.id(what="campaign"), what="campaign")
     return Reply(CampaignOut(**dict(row)))
 
 
 async def _save_campaign(call: Call, existing: str | None) -> Reply:
     async with call.db() as conn:
         if existing:  # an id of nothing (or of another tenant) is 404 whatever the body
-            await _one(conn, sql.SELECT_CAMPAIGN, call.tenant_id, existing, "campaign")
+            await one_or_404(conn, sql.SELECT_CAMPAIGN, call.tenant_id, existing, what="campaign")
         section, bots = await _checked(conn, call, "campaigns")
         campaign = section.campaigns[0]
         cid = setup.campaign_id(call.tenant_id, campaign.slug)
         found = await conn.fetchrow(sql.SELECT_CAMPAIGN, call.tenant_id, existing or cid)
         check_identity(existing, cid, found, "campaigns", "slug")
         await setup.upsert_campaign(conn, call.tenant_id, campaign, bots)
-        await call.audit(conn, "update" if existing else "create", "campaigns", cid,
-                         {"id": existing} if existing else None, {"id": cid})  # fmt: skip
+        await call.audit_saved(conn, "campaigns", cid, existing)
         row = await conn.fetchrow(sql.SELECT_CAMPAIGN, call.tenant_id, cid)
     return Reply(CampaignOut(**dict(row)), 200 if existing else 201)
 
@@ -105,7 +97,8 @@ async def campaign_analytics(call: Call) -> Reply:
     q: AnalyticsQuery = call.query
     since: date = q.since or (datetime.now(UTC) - timedelta(days=DEFAULT_SINCE_DAYS)).date()
     async with call.db() as conn:
-        campaign = await _one(conn, sql.SELECT_CAMPAIGN, call.tenant_id, call.id(what="campaign"), "campaign")
+        cid = call.id(what="campaign")
+        campaign = await one_or_404(conn, sql.SELECT_CAMPAIGN, call.tenant_id, cid, what="campaign")
         start = datetime(since.year, since.month, since.day, tzinfo=UTC)
         await conn.execute(rsql.REFRESH_ANALYTICS, call.tenant_id, start)
         days = await conn.fetch(sql.SELECT_ANALYTICS, call.tenant_id, campaign["id"], since)
@@ -127,22 +120,21 @@ async def list_templates(call: Call) -> Reply:
 
 async def get_template(call: Call) -> Reply:
     async with call.db() as conn:
-        row = await _one(conn, sql.SELECT_TEMPLATE, call.tenant_id, call.id(what="template"), "template")
+        row = await one_or_404(conn, sql.SELECT_TEMPLATE, call.tenant_id, call.id(what="template"), what="template")
     return Reply(TemplateOut(**dict(row)))
 
 
 async def _save_template(call: Call, existing: str | None) -> Reply:
     async with call.db() as conn:
         if existing:
-            await _one(conn, sql.SELECT_TEMPLATE, call.tenant_id, existing, "template")
+            await one_or_404(conn, sql.SELECT_TEMPLATE, call.tenant_id, existing, what="template")
         section, _ = await _checked(conn, call, "templates")
         template = section.templates[0]
         tid = setup.template_id(call.tenant_id, template.name, template.language)
         found = await conn.fetchrow(sql.SELECT_TEMPLATE, call.tenant_id, existing or tid)
         check_identity(existing, tid, found, "templates", "name and language")
         await setup.upsert_template(conn, call.tenant_id, template)
-        await call.audit(conn, "update" if existing else "create", "templates", tid,
-                         {"id": existing} if existing else None, {"id": tid})  # fmt: skip
+        await call.audit_saved(conn, "templates", tid, existing)
         row = await conn.fetchrow(sql.SELECT_TEMPLATE, call.tenant_id, tid)
     return Reply(TemplateOut(**dict(row)), 200 if existing else 201)
 
@@ -158,7 +150,7 @@ async def update_template(call: Call) -> Reply:
 async def delete_template(call: Call) -> Reply:
     tid = call.id(what="template")
     async with call.db() as conn:
-        row = await _one(conn, sql.SELECT_TEMPLATE, call.tenant_id, tid, "template")
+        row = await one_or_404(conn, sql.SELECT_TEMPLATE, call.tenant_id, tid, what="template")
         users = [r["slug"] for r in await conn.fetch(sql.SELECT_TEMPLATE_USERS, call.tenant_id, row["name"], tid)]
         if users:
             raise ApiError(409, "in_use", f"template {row['name']!r} is used by the campaigns {users}")
