@@ -6,7 +6,8 @@ engine; anything else that fails to decode is a poison message for the consumer 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -44,47 +45,22 @@ def encode(item: Item) -> bytes:
     return orjson.dumps({"v": VERSION, "kind": kind, "data": item})
 
 
-def encode_raw(kind: str, data: dict[str, Any]) -> bytes:
-    """An envelope around an already-plain dict (a body read back from the database)."""
-    return orjson.dumps({"v": VERSION, "kind": kind, "data": data})
-
-
 def encode_replies(replies: Sequence[OutboundMessage]) -> bytes:
     """Several replies in one body (kind "replies"): one broker message carries a flush's replies
     for one outbound queue."""
     return orjson.dumps({"v": VERSION, "kind": "replies", "data": replies})
 
 
-def decode_replies(body: bytes) -> list[OutboundMessage]:
-    """The replies of an outbound body: kind "replies" (a list), or "outbound" (one reply)."""
-    try:
-        env = orjson.loads(body)
-        if env.get("v") != VERSION:
-            raise EnvelopeError(f"unsupported envelope version {env.get('v')!r}")
-        if env["kind"] == "outbound":
-            return [_outbound(env["data"])]
-        if env["kind"] == "replies":
-            return [_outbound(data) for data in env["data"]]
-    except EnvelopeError:
-        raise
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise EnvelopeError(f"malformed envelope: {exc}") from None
-    raise EnvelopeError(f"not an outbound envelope: kind {env['kind']!r}")
-
-
-def _outbound(data: dict[str, Any]) -> OutboundMessage:
+def reply_from(data: dict[str, Any]) -> OutboundMessage:
+    """A reply from its plain form (a body decoded, or channel_messages.body read back)."""
     data["channel_type"] = ChannelType(data["channel_type"])
     data["buttons"] = tuple(Button(**b) for b in data["buttons"])
     return OutboundMessage(**data)
 
 
 def decode(body: bytes) -> Item:
-    try:
-        env = orjson.loads(body)
-        if env.get("v") != VERSION:
-            raise EnvelopeError(f"unsupported envelope version {env.get('v')!r}")
-        data: dict[str, Any] = env["data"]
-        kind = env["kind"]
+    with _reading():
+        kind, data = _opened(body)
         if kind == "inbound":
             data["channel_type"] = ChannelType(data["channel_type"])
             data["type"] = MessageType(data["type"])
@@ -93,11 +69,36 @@ def decode(body: bytes) -> Item:
             data["status"] = DeliveryStatus(data["status"])
             return StatusEvent(**data)
         if kind == "outbound":
-            return _outbound(data)
+            return reply_from(data)
         if kind == "command":
             return ConversationCommand(**data)
+    raise EnvelopeError(f"unknown envelope kind {kind!r}")
+
+
+def decode_replies(body: bytes) -> list[OutboundMessage]:
+    """The replies of an outbound body: kind "replies" (a list), or "outbound" (one reply)."""
+    with _reading():
+        kind, data = _opened(body)
+        if kind == "outbound":
+            return [reply_from(data)]
+        if kind == "replies":
+            return [reply_from(item) for item in data]
+    raise EnvelopeError(f"not an outbound envelope: kind {kind!r}")
+
+
+def _opened(body: bytes) -> tuple[str, Any]:
+    env = orjson.loads(body)
+    if env.get("v") != VERSION:
+        raise EnvelopeError(f"unsupported envelope version {env.get('v')!r}")
+    return env["kind"], env["data"]
+
+
+@contextlib.contextmanager
+def _reading() -> Iterator[None]:
+    """Whatever a malformed body makes decoding raise, as an EnvelopeError."""
+    try:
+        yield
     except EnvelopeError:
         raise
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise EnvelopeError(f"malformed envelope: {exc}") from None
-    raise EnvelopeError(f"unknown envelope kind {kind!r}")

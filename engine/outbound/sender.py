@@ -169,7 +169,7 @@ class Sender:
             except TRANSIENT_ERRORS as exc:
                 log.warning("sweep skipped: database unavailable (%s)", type(exc).__name__)
                 continue
-            replies = [envelope.decode_replies(envelope.encode_raw("outbound", body))[0] for body in bodies]
+            replies = [envelope.reply_from(body) for body in bodies]
             for key, group in self.topology.group_replies(replies):
                 try:
                     async with asyncio.timeout(self.settings.publish_timeout):
