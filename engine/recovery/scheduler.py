@@ -149,11 +149,14 @@ class Scheduler:
         out = Claimed([], [], 0)
         templates = await self._templates(conn, rows)
         sent_now: dict[str, str] = {}  # contact -> event sent to in this batch (the context predates it)
+        campaigns: dict[str, Campaign] = {}  # a batch's steps mostly share a few campaigns: parse each once
         for ctx in sorted(rows, key=lambda r: r["scheduled_at"]):
             ctx = await self._preferred_channel(conn, ctx)
             if sent_now.get(ctx["contact_id"], ctx["event_id"]) != ctx["event_id"]:
                 ctx["last_other_at"] = now
-            campaign = Campaign.model_validate(ctx["definition"])
+            campaign = campaigns.get(ctx["campaign_id"])
+            if campaign is None:
+                campaign = campaigns[ctx["campaign_id"]] = Campaign.model_validate(ctx["definition"])
             step = campaign.steps[ctx["step"]]
             template = templates.get((ctx["tenant_id"], step.template or ""))
             plan = decide(ctx, campaign, now, template is not None)
