@@ -17,12 +17,17 @@ from typing import Any
 import aio_pika
 import aiohttp
 import asyncpg
+import orjson
+from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
 
 from engine.admin.tenant_file import load_bundle, parse_bundle
-from engine.bus.topology import Topology
+from engine.bus import envelope
+from engine.bus.topology import OUTBOUND_TYPES, Topology
 from engine.crypto import Vault
+from engine.models import ChannelType, OutboundMessage, stable_id
 from engine.settings import Settings
+from engine.values import utc
 from workers import serve
 from workers.sender import SenderProcess as Sender
 from workers.worker import WorkerProcess as Worker
@@ -140,17 +145,74 @@ async def wait_until(check: Any, timeout: float = 30.0, interval: float = 0.05) 
         return result
 
 
-async def queued_inbound(settings: Settings) -> int:
-    """Messages waiting in the inbound shard queues (nothing consumes them in receiver-only tests)."""
-    topology = Topology.of(settings)
+async def queue_depths(settings: Settings, *queues: str) -> int:
+    """Messages ready in these queues, together."""
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()
         total = 0
-        for k in range(settings.shards):
-            queue = await channel.declare_queue(topology.inbound_queue(k), passive=True)
+        for name in queues:
+            queue = await channel.declare_queue(name, passive=True)
             total += queue.declaration_result.message_count or 0
         return total
+
+
+async def queue_messages(settings: Settings, name: str, *, take: bool = True) -> list[AbstractIncomingMessage]:
+    """Every message ready in the queue: taken off it, or (take=False) only read, so that they are back
+    in the queue once this closes its channel."""
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, passive=True)
+        found = []
+        while (message := await queue.get(no_ack=take, fail=False)) is not None:
+            found.append(message)
+        return found
+
+
+async def queued_inbound(settings: Settings) -> int:
+    """Messages waiting in the inbound shard queues (nothing consumes them in receiver-only tests)."""
+    topology = Topology.of(settings)
+    return await queue_depths(settings, *(topology.inbound_queue(k) for k in range(settings.shards)))
+
+
+async def dead_letter_count(settings: Settings) -> int:
+    return await queue_depths(settings, Topology.of(settings).dead)
+
+
+async def queued_replies(
+    settings: Settings, channel_type: ChannelType = ChannelType.TELEGRAM
+) -> list[list[OutboundMessage]]:
+    """The replies of each message waiting in a platform's outbound queues (a message may carry
+    several), read without taking them."""
+    topology = Topology.of(settings)
+    first = OUTBOUND_TYPES.index(channel_type) * topology.shards
+    found = []
+    for slot in range(first, first + topology.shards):
+        messages = await queue_messages(settings, topology.outbound_queue(slot), take=False)
+        found += [envelope.decode_replies(m.body) for m in messages]
+    return found
+
+
+STORE_REPLY = """
+INSERT INTO channel_messages (id, tenant_id, channel_id, conversation_id, body, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, now() - make_interval(secs => $7))
+"""
+
+
+def telegram_reply(tenant_id: str, channel_id: str, chat: int, text: str, created_at: float) -> OutboundMessage:
+    """A reply to a Telegram chat, as the worker would stage it."""
+    return OutboundMessage(
+        id=str(stable_id("test-reply", chat, text)), created_at=created_at, tenant_id=tenant_id,
+        channel_id=channel_id, channel_type=ChannelType.TELEGRAM, conversation_id=str(stable_id("test-conv", chat)),
+        conversation_key=str(chat), text=text, reply_to={"chat_id": chat},
+    )  # fmt: skip
+
+
+async def store_queued(pool: asyncpg.Pool, reply: OutboundMessage, *, age: float = 0.0) -> None:
+    """Its channel_messages row as a worker's commit leaves it: queued, last touched `age` seconds ago."""
+    await pool.execute(STORE_REPLY, reply.id, reply.tenant_id, reply.channel_id, reply.conversation_id,
+                       orjson.dumps(reply).decode(), utc(reply.created_at), age)  # fmt: skip
 
 
 async def count(pool: asyncpg.Pool, sql: str, *args: Any) -> int:

@@ -9,6 +9,7 @@ import asyncio
 
 import aio_pika
 import asyncpg
+from aio_pika.abc import AbstractIncomingMessage
 
 from engine.admin.tenant_file import tenant_id
 from engine.bus.connection import make_message
@@ -17,7 +18,7 @@ from engine.bus.topology import Topology
 from engine.fake_platforms import Recorder
 from engine.models import ChannelType, DeliveryStatus, InboundEvent, MessageType, StatusEvent
 from engine.settings import Settings
-from tests.harness import count, load_tenant, running_engine, telegram_update, wait_until
+from tests.harness import count, load_tenant, queue_messages, running_engine, telegram_update, wait_until
 
 
 async def _publish_raw(settings: Settings, items: list[InboundEvent | StatusEvent]) -> None:
@@ -32,16 +33,8 @@ async def _publish_raw(settings: Settings, items: list[InboundEvent | StatusEven
             await exchange.publish(message, routing_key=str(shard))
 
 
-async def _dead_reasons(settings: Settings) -> dict[str, str]:
-    topology = Topology.of(settings)
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(topology.dead, passive=True)
-        found = {}
-        while (message := await queue.get(no_ack=False, fail=False)) is not None:
-            found[message.message_id or ""] = str((message.headers or {}).get(REASON_HEADER))
-        return found
+def _reasons(letters: list[AbstractIncomingMessage]) -> dict[str, str]:
+    return {m.message_id or "": str((m.headers or {}).get(REASON_HEADER)) for m in letters}
 
 
 async def test_refused_values_are_dead_lettered_and_the_rest_of_the_batch_commits(
@@ -64,7 +57,7 @@ async def test_refused_values_are_dead_lettered_and_the_rest_of_the_batch_commit
             await recorder.wait_for(20, platform="telegram", method="sendMessage")
 
         async def both_dead() -> dict[str, str]:
-            found = await _dead_reasons(settings)
+            found = _reasons(await queue_messages(settings, Topology.of(settings).dead, take=False))
             return found if len(found) == 2 else {}
 
         reasons = await wait_until(both_dead, timeout=30)

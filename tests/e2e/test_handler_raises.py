@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import aio_pika
 import asyncpg
 import pytest
 from prometheus_client import REGISTRY
@@ -21,7 +20,15 @@ from engine.bus.consumer import ATTEMPT_HEADER, MAX_ATTEMPTS, ORIGIN_HEADER, REA
 from engine.bus.topology import Topology
 from engine.fake_platforms import Recorder
 from engine.settings import Settings
-from tests.harness import count, load_tenant, running_engine, telegram_update, wait_until
+from tests.harness import (
+    count,
+    dead_letter_count,
+    load_tenant,
+    queue_messages,
+    running_engine,
+    telegram_update,
+    wait_until,
+)
 
 BUNDLE = """
 tenant: {slug: upgraded, name: Upgraded, timezone: UTC}
@@ -40,27 +47,8 @@ flows:
 STUCK, OTHERS = 901, (902, 903, 904)
 
 
-async def _dead_letters(settings: Settings) -> list[aio_pika.abc.AbstractIncomingMessage]:
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(Topology.of(settings).dead, passive=True)
-        found = []
-        while (message := await queue.get(no_ack=True, fail=False)) is not None:
-            found.append(message)
-        return found
-
-
 def _sample(name: str, reason: str | None = None) -> float:
     return REGISTRY.get_sample_value(name, {"reason": reason} if reason else {}) or 0.0
-
-
-async def _dead_count(settings: Settings) -> int:
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(Topology.of(settings).dead, passive=True)
-        return queue.declaration_result.message_count or 0
 
 
 @pytest.mark.slow
@@ -94,11 +82,11 @@ async def test_a_handler_that_raises_is_tried_max_attempts_times_then_dead_lette
         assert await engine.post_telegram(channel, telegram_update(2, STUCK, "Ann")) == 200
         for update_id, chat in enumerate(OTHERS, start=3):
             assert await engine.post_telegram(channel, telegram_update(update_id, chat, "hi")) == 200
-        await wait_until(lambda: _dead_count(settings), timeout=30)
+        await wait_until(lambda: dead_letter_count(settings), timeout=30)
         assert await engine.post_telegram(channel, telegram_update(10, OTHERS[0], "Bob")) == 200  # still flowing
         async with asyncio.timeout(30):
             await recorder.wait_for(1 + len(OTHERS) + 1, platform="telegram", method="sendMessage")
-        dead = await _dead_letters(settings)
+        dead = await queue_messages(settings, Topology.of(settings).dead)
 
     tries = [
         r

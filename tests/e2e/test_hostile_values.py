@@ -10,15 +10,13 @@ import asyncio
 import logging
 from typing import Any
 
-import aio_pika
 import asyncpg
 import pytest
 from aiohttp import web
 
-from engine.bus.topology import Topology
 from engine.fake_platforms import Fault, Recorder
 from engine.settings import Settings
-from tests.harness import Running, count, load_tenant, running_engine, telegram_update, wait_until
+from tests.harness import Running, count, dead_letter_count, load_tenant, running_engine, telegram_update, wait_until
 
 TOOL_KEY = "tk-5b2e77c1d0a9"  # a tool secret
 BOT_TOKEN_A = "4242:AAsecret-bot-token-a"  # a channel secret (in the Telegram send URL)
@@ -93,14 +91,6 @@ async def tool_base(aiohttp_server: Any) -> tuple[ToolServer, str]:
     return state, f"http://127.0.0.1:{server.port}"
 
 
-async def dead_letters(settings: Settings) -> int:
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(Topology(settings.topology_prefix, settings.shards).dead, passive=True)
-        return queue.declaration_result.message_count or 0
-
-
 async def post(engine: Running, channel: str, secret: str, seq: int, chat: int, text: str) -> None:
     assert await engine.post_telegram(channel, telegram_update(seq, chat, text), secret=secret) == 200
 
@@ -164,7 +154,7 @@ async def test_hostile_values_never_stop_the_engine_nor_leak_a_secret(
         "A got " + "a" * 29 + "!",  # (a+)+$ does not match, in linear time
         "A matched",
     ]
-    assert await dead_letters(settings) == 0
+    assert await dead_letter_count(settings) == 0
     assert await count(pool, "SELECT count(*) FROM message_history WHERE direction = 'inbound'") == 2 * len(hostile) + 1
     stored = await every_stored_value(pool)
     assert "\\u0000" not in stored and "\x00" not in stored

@@ -5,38 +5,18 @@ nowhere, and no second reply is published."""
 
 from __future__ import annotations
 
-import aio_pika
 import asyncpg
 from prometheus_client import REGISTRY
 
-from engine.bus import envelope
-from engine.bus.topology import OUTBOUND_TYPES, Topology
-from engine.models import ChannelType
 from engine.settings import Settings
 from engine.worker.conversations import RECENT_EVENTS
-from tests.harness import count, load_tenant, running_engine, telegram_update, wait_until
+from tests.harness import count, load_tenant, queued_replies, running_engine, telegram_update, wait_until
 
 CHAT = 700
 
 
 def _duplicates(stage: str) -> float:
     return REGISTRY.get_sample_value("engine_duplicates_total", {"stage": stage}) or 0.0
-
-
-async def _replies_published(settings: Settings) -> int:
-    """Replies waiting in the Telegram outbound queues (a message may carry several); read without
-    acking, so closing the channel leaves them queued."""
-    topology = Topology.of(settings)
-    first = OUTBOUND_TYPES.index(ChannelType.TELEGRAM) * topology.shards
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        total = 0
-        for slot in range(first, first + topology.shards):
-            queue = await channel.declare_queue(topology.outbound_queue(slot), passive=True)
-            while (message := await queue.get(no_ack=False, fail=False)) is not None:
-                total += len(envelope.decode_replies(message.body))
-        return total
 
 
 async def test_a_redelivery_older_than_the_recent_window_is_caught_by_the_ledger(
@@ -57,7 +37,7 @@ async def test_a_redelivery_older_than_the_recent_window_is_caught_by_the_ledger
         # duplicate caused (one lane per conversation, batches commit in order).
         assert await engine.post_telegram(channel, telegram_update(later + 2, CHAT, "last")) == 200
         await wait_until(lambda: _equals(pool, "SELECT count(*) FROM inbound_events", later + 2))
-        published = await _replies_published(settings)
+        published = sum(map(len, await queued_replies(settings)))
 
     assert _duplicates("cache") == cache_before  # the worker's memory did not catch it ...
     assert _duplicates("ledger") == ledger_before + 1  # ... the ledger did

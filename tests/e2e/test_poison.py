@@ -12,15 +12,7 @@ from engine.admin.commands import dead_letters
 from engine.bus.topology import Topology
 from engine.fake_platforms import Recorder
 from engine.settings import Settings
-from tests.harness import load_tenant, queued_inbound, running_engine, telegram_update, wait_until
-
-
-async def _dead_count(settings: Settings) -> int:
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(Topology.of(settings).dead, passive=True)
-        return queue.declaration_result.message_count or 0
+from tests.harness import dead_letter_count, load_tenant, queued_inbound, running_engine, telegram_update, wait_until
 
 
 async def test_unreadable_message_is_dead_lettered_listed_and_replayed(
@@ -40,15 +32,15 @@ async def test_unreadable_message_is_dead_lettered_listed_and_replayed(
             await recorder.wait_for(1, platform="telegram", method="sendMessage")
 
         async def dead() -> bool:
-            return await _dead_count(settings) == 1
+            return await dead_letter_count(settings) == 1
 
         await wait_until(dead)
 
     assert await dead_letters(settings, replay=False, limit=10) == 0
     listed = capsys.readouterr().out
     assert f"poison-1\t{topology.inbound_queue(0)}\tunsupported envelope version 99" in listed
-    assert await _dead_count(settings) == 1  # listing leaves it there
+    assert await dead_letter_count(settings) == 1  # listing leaves it there
 
     assert await dead_letters(settings, replay=True, limit=10) == 0
-    assert await _dead_count(settings) == 0
+    assert await dead_letter_count(settings) == 0
     assert await queued_inbound(settings) == 1  # back on its shard, for a fixed worker to take

@@ -9,38 +9,26 @@ import time
 
 import aio_pika
 import asyncpg
-import orjson
 
 from engine.bus import envelope
 from engine.bus.connection import replies_message
 from engine.bus.consumer import ORIGIN_HEADER, REASON_HEADER
 from engine.bus.topology import OUTBOUND_TYPES, Topology
 from engine.fake_platforms import Recorder
-from engine.models import ChannelType, OutboundMessage, stable_id
+from engine.models import ChannelType
 from engine.settings import Settings
-from engine.values import utc
-from tests.harness import count, load_tenant, running_engine, telegram_update, wait_until
+from tests.harness import (
+    count,
+    load_tenant,
+    queued_replies,
+    running_engine,
+    store_queued,
+    telegram_reply,
+    telegram_update,
+    wait_until,
+)
 
 CHATS = range(500, 520)
-INSERT = """
-INSERT INTO channel_messages (id, tenant_id, channel_id, conversation_id, body, created_at)
-VALUES ($1, $2, $3, $4, $5::text::jsonb, $6)
-"""
-
-
-async def _outbound_messages(settings: Settings) -> list[list[OutboundMessage]]:
-    """The replies of each message waiting in the Telegram outbound queue (shards=1: one queue),
-    read without acking, so they stay queued."""
-    topology = Topology.of(settings)
-    slot = OUTBOUND_TYPES.index(ChannelType.TELEGRAM) * topology.shards
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(topology.outbound_queue(slot), passive=True)
-        found = []
-        while (message := await queue.get(no_ack=False, fail=False)) is not None:
-            found.append(envelope.decode_replies(message.body))
-        return found
 
 
 async def test_one_flush_publishes_its_replies_in_one_message_and_each_is_sent_once_in_order(
@@ -56,10 +44,10 @@ async def test_one_flush_publishes_its_replies_in_one_message_and_each_is_sent_o
         )
         assert statuses == [200] * len(CHATS)
         await wait_until(lambda: _at_least(pool, "SELECT count(*) FROM channel_messages", len(CHATS)))
-        messages = await wait_until(lambda: _outbound_messages(settings))
+        messages = await wait_until(lambda: queued_replies(settings))
         while sum(map(len, messages)) < len(CHATS):  # a later batch may still be publishing
             await asyncio.sleep(0.1)
-            messages = await _outbound_messages(settings)
+            messages = await queued_replies(settings)
 
         assert sum(map(len, messages)) == len(CHATS)
         assert len(messages) < len(CHATS)  # batched: fewer broker messages than replies
@@ -83,19 +71,11 @@ async def test_a_reply_the_sender_fails_on_is_set_aside_alone_and_the_rest_of_it
     channel = (await load_tenant(settings))["tg"]
     tenant = await pool.fetchval("SELECT tenant_id::text FROM channels WHERE id = $1", channel)
 
-    def reply(chat: int, text: str, created_at: float) -> OutboundMessage:
-        return OutboundMessage(
-            id=str(stable_id(f"batch-reply-{chat}")), created_at=created_at, tenant_id=tenant, channel_id=channel,
-            channel_type=ChannelType.TELEGRAM, conversation_id=str(stable_id(f"conv-{chat}")),
-            conversation_key=str(chat), text=text, reply_to={"chat_id": chat},
-        )  # fmt: skip
-
     now = time.time()
-    first, broken, last = reply(601, "one", now), reply(602, "two", 1e20), reply(603, "three", now)  # 1e20: no date
+    first, last = telegram_reply(tenant, channel, 601, "one", now), telegram_reply(tenant, channel, 603, "three", now)
+    broken = telegram_reply(tenant, channel, 602, "two", 1e20)  # 1e20: no date
     for r in (first, last):
-        await pool.execute(
-            INSERT, r.id, tenant, channel, r.conversation_id, orjson.dumps(r).decode(), utc(r.created_at)
-        )
+        await store_queued(pool, r)
     topology = Topology.of(settings)
     async with running_engine(settings, workers=0, senders=1):
         connection = await aio_pika.connect(settings.amqp_url)
@@ -108,7 +88,7 @@ async def test_a_reply_the_sender_fails_on_is_set_aside_alone_and_the_rest_of_it
             dead_queue = await amqp.declare_queue(topology.dead, passive=True)
             dead = await wait_until(lambda: dead_queue.get(no_ack=True, fail=False))
     slot = OUTBOUND_TYPES.index(ChannelType.TELEGRAM) * topology.shards
-    assert await _outbound_messages(settings) == []  # settled: after the sender stopped, nothing came back
+    assert await queued_replies(settings) == []  # settled: after the sender stopped, nothing came back
 
     assert [r.body["text"] for r in recorder.sent("telegram", method="sendMessage")] == ["one", "three"]
     assert [r.id for r in envelope.decode_replies(dead.body)] == [broken.id]  # only the failed reply

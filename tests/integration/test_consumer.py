@@ -19,7 +19,7 @@ from engine.bus.consumer import ATTEMPT_HEADER, ORIGIN_HEADER, REASON_HEADER, De
 from engine.bus.shards import Membership
 from engine.bus.topology import Topology, declare_topology
 from engine.settings import Settings
-from tests.harness import wait_until
+from tests.harness import queue_messages, wait_until
 from tests.proxy import TcpProxy
 
 Handler = Callable[[ShardConsumer, Delivery], Coroutine[Any, Any, None]]
@@ -69,18 +69,6 @@ async def _publish(settings: Settings, body: bytes, message_id: str, shard: int 
         await channel.default_exchange.publish(message, routing_key=topology.inbound_queue(shard))
 
 
-async def _dead_letters(settings: Settings) -> list[aio_pika.abc.AbstractIncomingMessage]:
-    topology = Topology.of(settings)
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(topology.dead, passive=True)
-        found = []
-        while (message := await queue.get(no_ack=True, fail=False)) is not None:
-            found.append(message)
-        return found
-
-
 async def test_a_failing_message_is_retried_with_its_attempt_count_then_dead_lettered_with_reason_and_origin(
     settings: Settings, pool: asyncpg.Pool
 ) -> None:
@@ -94,7 +82,7 @@ async def test_a_failing_message_is_retried_with_its_attempt_count_then_dead_let
         await _publish(settings, b"x", "m-1", shard=1)
         await wait_until(lambda: _eventually(len(seen) == consumer.max_attempts), timeout=20)
         await wait_until(lambda: _eventually(consumer.in_flight[1] == 0))
-    dead = await _dead_letters(settings)
+    dead = await queue_messages(settings, Topology.of(settings).dead)
     assert seen == [0, 1, 2]  # exactly max_attempts tries, through the retry queue
     assert len(dead) == 1
     headers = dead[0].headers or {}
@@ -122,7 +110,7 @@ async def test_requeue_gives_the_message_back_and_ack_settles_it_once(settings: 
         await asyncio.sleep(0.5)  # an ack that did not reach the broker would bring it back
         assert seen == ["m-2", "m-2"]
         assert consumer.in_flight[0] == 0
-    assert await _dead_letters(settings) == []
+    assert await queue_messages(settings, Topology.of(settings).dead) == []
 
 
 async def test_wait_idle_returns_only_once_every_delivery_of_the_shard_is_settled(
@@ -164,7 +152,7 @@ async def test_ack_many_never_acks_a_message_still_in_flight(settings: Settings,
         await asyncio.sleep(0.5)  # a message left unacked (or acked twice) would come back
         assert [d.message.message_id for d in held] == ["a", "b", "c", "d", "c"]
         assert consumer.in_flight[3] == 0
-    assert await _dead_letters(settings) == []
+    assert await queue_messages(settings, Topology.of(settings).dead) == []
 
 
 async def test_consumers_come_back_after_the_broker_connection_is_cut(settings: Settings, pool: asyncpg.Pool) -> None:
