@@ -78,7 +78,7 @@ class Publisher:
             publishes.append(exchange.publish(message, routing_key=str(shard), mandatory=True))
         try:
             async with asyncio.timeout(self._timeout):
-                await (publishes[0] if len(publishes) == 1 else asyncio.gather(*publishes))  # most carry one
+                await asyncio.gather(*publishes)
         except Exception as exc:  # broker gone, channel closed, nack, return or timeout: all mean 503
             raise BrokerUnavailable(f"publish failed: {type(exc).__name__}") from exc
 
