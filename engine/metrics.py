@@ -10,6 +10,11 @@ EVENTS_IGNORED = Counter(
     "engine_events_ignored_total", "Webhook updates of a type the engine does not handle", ["channel_type"]
 )
 PUBLISH_SECONDS = Histogram("engine_publish_seconds", "Time from webhook received to broker confirm")
+PUBLISH_BATCH = Histogram(
+    "engine_publish_events",
+    "Events per broker message the receiver publishes (those of one shard that waited for a confirm)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 100),
+)
 INFLIGHT = Gauge("engine_webhooks_inflight", "Webhook requests being handled by this receiver")
 EVENTS_UNBOUND = Counter(
     "engine_events_unbound_total",

@@ -33,6 +33,17 @@ def make_message(item: envelope.Item, *, message_id: str, correlation_id: str) -
     )
 
 
+def events_message(bodies: list[bytes], message_id: str, correlation_id: str) -> aio_pika.Message:
+    """One persistent message carrying one or several encoded inbound items (envelope.join_events)."""
+    return aio_pika.Message(
+        envelope.join_events(bodies),
+        content_type=envelope.CONTENT_TYPE,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message_id,
+        correlation_id=correlation_id,
+    )
+
+
 def replies_message(replies: list[OutboundMessage]) -> aio_pika.Message:
     """One persistent message carrying several replies (envelope kind "replies")."""
     return aio_pika.Message(

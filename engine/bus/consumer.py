@@ -7,6 +7,9 @@ as members come and go, and owns how each delivery is settled.
     retry(d, reason)       through the shard's retry queue with the attempt header, and to the
                            dead letters once the attempts are spent
     dead_letter(d, reason) set aside with its reason and origin queue; the shard keeps flowing
+    parts(d, bodies)       a message that carries several items: one delivery per item, settled
+                           each on its own (a part retried or set aside goes alone, with its own
+                           body); the message is acked once its last part is
 
 Every settlement also closes the delivery's in-flight count, so a shard is handed to the next owner
 only once nothing taken from it is unsettled (the hand-over order in engine.bus.shards).
@@ -46,17 +49,32 @@ CHANNEL_GONE = (AMQPError, ChannelInvalidStateError, OSError, RuntimeError)
 
 @dataclass(slots=True, eq=False)
 class Delivery:
-    """One message taken from a shard queue, to be settled exactly once through its consumer."""
+    """One message taken from a shard queue (or one part of it), to be settled exactly once through
+    its consumer."""
 
     shard: int
     message: AbstractIncomingMessage
     settled: bool = False
     channel: Any = None  # the AMQP channel it came on: delivery tags are numbered per channel
+    parcel: Parcel | None = None  # a part: the message it is one item of
+    own_body: Callable[[], bytes] | None = None  # a part's body alone, to retry or set aside
 
     @property
     def attempts(self) -> int:
         """How many times handling this message has failed before (0 for a first delivery)."""
         return int(str((self.message.headers or {}).get(ATTEMPT_HEADER) or 0))
+
+    @property
+    def body(self) -> bytes:
+        return self.own_body() if self.own_body is not None else self.message.body
+
+
+@dataclass(slots=True, eq=False)
+class Parcel:
+    """A message carrying several items: acked once the last of its parts is settled."""
+
+    whole: Delivery
+    left: int
 
 
 def _unbound(delivery: Delivery) -> None:
@@ -95,7 +113,28 @@ class ShardConsumer:
 
     # --- settling -----------------------------------------------------------------------------
 
+    def parts(self, delivery: Delivery, bodies: list[Callable[[], bytes]]) -> list[Delivery]:
+        """One delivery per item of a message (bodies: each item's own body, made when needed)."""
+        parcel = Parcel(delivery, len(bodies))
+        return [
+            Delivery(delivery.shard, delivery.message, channel=delivery.channel, parcel=parcel, own_body=b)
+            for b in bodies
+        ]
+
+    def _part_done(self, part: Delivery) -> bool:
+        """Settle a part; True once it was the last of its message's."""
+        if part.settled:
+            raise RuntimeError(f"part of delivery {part.message.delivery_tag} settled twice")
+        part.settled = True
+        assert part.parcel is not None
+        part.parcel.left -= 1
+        return part.parcel.left == 0
+
     def _settled(self, delivery: Delivery) -> None:
+        if delivery.parcel is not None:  # a part whose settling failed: so does its message's
+            if self._part_done(delivery):
+                self._settled(delivery.parcel.whole)
+            return
         if delivery.settled:
             raise RuntimeError(f"delivery {delivery.message.delivery_tag} settled twice")
         delivery.settled = True
@@ -114,6 +153,10 @@ class ShardConsumer:
         self._open_tags.get(delivery.channel, set()).discard(delivery.message.delivery_tag or 0)
 
     async def ack(self, delivery: Delivery) -> None:
+        if delivery.parcel is not None:
+            if self._part_done(delivery):
+                await self.ack(delivery.parcel.whole)
+            return
         await self._settle(delivery, delivery.message.ack)
 
     async def ack_many(self, deliveries: list[Delivery]) -> None:
@@ -121,6 +164,10 @@ class ShardConsumer:
         for us (in flight elsewhere, or settling), and one ack each for the rest."""
         groups: dict[Any, list[Delivery]] = {}
         for delivery in deliveries:
+            if delivery.parcel is not None:  # a part: its message goes once its last part does
+                if not self._part_done(delivery):
+                    continue
+                delivery = delivery.parcel.whole
             groups.setdefault(delivery.channel, []).append(delivery)
         for channel, group in groups.items():
             open_tags = self._open_tags.get(channel, set())
@@ -147,6 +194,8 @@ class ShardConsumer:
 
     async def requeue(self, delivery: Delivery) -> None:
         """Hand the message back untouched: nothing it caused was done (e.g. the database is away)."""
+        if delivery.parcel is not None:
+            raise ValueError("a part of a message cannot be handed back alone")
         await self._settle(delivery, lambda: delivery.message.nack(requeue=True))
 
     async def retry(self, delivery: Delivery, reason: str) -> None:
@@ -158,7 +207,7 @@ class ShardConsumer:
             await self.dead_letter(delivery, reason, "handler")
             return
         message = delivery.message
-        copy = copy_of(message, {**(message.headers or {}), ATTEMPT_HEADER: attempts})
+        copy = copy_of(message, {**(message.headers or {}), ATTEMPT_HEADER: attempts}, delivery.body)
         try:
             await self.channel.default_exchange.publish(copy, routing_key=retry_queues[delivery.shard])
         except CHANNEL_GONE:  # not retried yet: leave it unacked, the broker gives it back
@@ -169,7 +218,8 @@ class ShardConsumer:
 
     async def dead_letter(self, delivery: Delivery, reason: str, kind: str, body: bytes | None = None) -> None:
         """Set a poison message aside with its reason and origin queue (`engine dead-letters` lists and
-        replays them) and ack it; the shard keeps flowing. `body`: set aside only this part of it."""
+        replays them) and ack it; the shard keeps flowing. `body`: set aside only this (else the
+        delivery's own body)."""
         message = delivery.message
         log.error("dead-lettering message %s: %s", message.message_id, reason)
         headers = {
@@ -179,7 +229,7 @@ class ShardConsumer:
         }
         try:
             dlx = await self.channel.get_exchange(self.queues.dlx, ensure=False)
-            await dlx.publish(copy_of(message, headers, body), routing_key="")
+            await dlx.publish(copy_of(message, headers, delivery.body if body is None else body), routing_key="")
         except CHANNEL_GONE:
             self._settled(delivery)
             return

@@ -58,20 +58,40 @@ def reply_from(data: dict[str, Any]) -> OutboundMessage:
     return OutboundMessage(**data)
 
 
-def decode(body: bytes) -> Item:
+def join_events(bodies: Sequence[bytes]) -> bytes:
+    """Several encoded inbound items in one body (kind "events", a list of ordinary envelopes): the
+    receiver's publish of what arrived for one shard while its previous publish was unconfirmed."""
+    if len(bodies) == 1:
+        return bodies[0]
+    return b'{"v":%d,"kind":"events","data":[%b]}' % (VERSION, b",".join(bodies))
+
+
+def decode_events(body: bytes) -> list[Item]:
+    """The items of an inbound body: kind "events" (a list of envelopes), or any single item."""
     with _reading():
         kind, data = _opened(body)
-        if kind == "inbound":
-            data["channel_type"] = ChannelType(data["channel_type"])
-            data["type"] = MessageType(data["type"])
-            return InboundEvent(**data)
-        if kind == "status":
-            data["status"] = DeliveryStatus(data["status"])
-            return StatusEvent(**data)
-        if kind == "outbound":
-            return reply_from(data)
-        if kind == "command":
-            return ConversationCommand(**data)
+        if kind == "events":
+            return [_item(*_checked(env)) for env in data]
+        return [_item(kind, data)]
+
+
+def decode(body: bytes) -> Item:
+    with _reading():
+        return _item(*_opened(body))
+
+
+def _item(kind: str, data: Any) -> Item:
+    if kind == "inbound":
+        data["channel_type"] = ChannelType(data["channel_type"])
+        data["type"] = MessageType(data["type"])
+        return InboundEvent(**data)
+    if kind == "status":
+        data["status"] = DeliveryStatus(data["status"])
+        return StatusEvent(**data)
+    if kind == "outbound":
+        return reply_from(data)
+    if kind == "command":
+        return ConversationCommand(**data)
     raise EnvelopeError(f"unknown envelope kind {kind!r}")
 
 
@@ -87,7 +107,10 @@ def decode_replies(body: bytes) -> list[OutboundMessage]:
 
 
 def _opened(body: bytes) -> tuple[str, Any]:
-    env = orjson.loads(body)
+    return _checked(orjson.loads(body))
+
+
+def _checked(env: dict[str, Any]) -> tuple[str, Any]:
     if env.get("v") != VERSION:
         raise EnvelopeError(f"unsupported envelope version {env.get('v')!r}")
     return env["kind"], env["data"]

@@ -4,6 +4,10 @@ The receiver must answer 200 only for what the broker has confirmed. While the b
 link reports unavailable (the receiver answers 503 and the platform retries); the robust connection
 comes back by itself, and the first connect is retried in the background so a receiver can start
 before its broker.
+
+Each shard has at most one publish awaiting its confirm. Events for the shard that arrive meanwhile
+wait and go together in the next message (envelope kind "events"), so under load one broker message
+and one confirm carry many webhooks, and with no load an event goes at once, alone.
 """
 
 from __future__ import annotations
@@ -11,18 +15,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass, field
 
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 
-from engine.bus.connection import connect, make_message, open_channel
+from engine import metrics
+from engine.bus import envelope
+from engine.bus.connection import connect, events_message, open_channel
 from engine.bus.topology import Topology, declare_topology
 from engine.models import ConversationCommand, InboundEvent, StatusEvent
 
 log = logging.getLogger(__name__)
 
+EVENTS_PER_MESSAGE = 100
+BYTES_PER_MESSAGE = 1024 * 1024  # an event larger than this still goes, alone
+
 
 class BrokerUnavailable(Exception):
     """Nothing can be published right now (down, not yet connected, or the confirm timed out)."""
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A shard's events (body, message id, conversation key, confirm) waiting for its publish in
+    flight to be confirmed."""
+
+    events: list[tuple[bytes, str, str, asyncio.Future[None]]] = field(default_factory=list)
+    busy: bool = False  # a publish of this shard awaits its confirm
 
 
 class Publisher:
@@ -34,6 +53,8 @@ class Publisher:
         self._connection: AbstractRobustConnection | None = None
         self._exchange: AbstractExchange | None = None
         self._connector: asyncio.Task[None] | None = None
+        self._waiting = [_Waiting() for _ in range(topology.shards)]
+        self._publishing: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._connector = asyncio.create_task(self._connect_forever(), name="broker-connect")
@@ -62,10 +83,10 @@ class Publisher:
 
     async def publish(self, events: list[InboundEvent | StatusEvent | ConversationCommand]) -> None:
         """Publish all events, persistent, and wait for every confirm; raise BrokerUnavailable."""
-        exchange = self._exchange
-        if exchange is None or not self.ready:
+        if self._exchange is None or not self.ready:
             raise BrokerUnavailable("not connected to the broker")
-        publishes = []
+        loop = asyncio.get_running_loop()
+        confirms = []
         for event in events:
             shard = self._topology.shard_of(event.tenant_id, event.channel_id, event.conversation_key)
             if isinstance(event, InboundEvent):
@@ -74,15 +95,62 @@ class Publisher:
                 key = event.platform_message_id
             else:
                 key = f"{event.action}:{event.issued_at}"
-            message = make_message(event, message_id=f"{event.channel_id}:{key}", correlation_id=event.conversation_key)
-            publishes.append(exchange.publish(message, routing_key=str(shard), mandatory=True))
+            confirms.append(loop.create_future())
+            waiting = self._waiting[shard]
+            waiting.events.append(
+                (envelope.encode(event), f"{event.channel_id}:{key}", event.conversation_key, confirms[-1])
+            )
+            if not waiting.busy:
+                waiting.busy = True
+                task = loop.create_task(self._drain(shard, waiting))
+                self._publishing.add(task)
+                task.add_done_callback(self._publishing.discard)
         try:
             async with asyncio.timeout(self._timeout):
-                await asyncio.gather(*publishes)
-        except Exception as exc:  # broker gone, channel closed, nack, return or timeout: all mean 503
-            raise BrokerUnavailable(f"publish failed: {type(exc).__name__}") from exc
+                results = await asyncio.gather(*confirms, return_exceptions=True)
+        except TimeoutError as exc:
+            raise BrokerUnavailable("publish failed: TimeoutError") from exc
+        # broker gone, channel closed, nack or return: all mean 503
+        if failed := [r for r in results if isinstance(r, BaseException)]:
+            raise BrokerUnavailable(f"publish failed: {type(failed[0]).__name__}") from failed[0]
+
+    async def _drain(self, shard: int, waiting: _Waiting) -> None:
+        """Publish what waits for the shard, a message at a time, until nothing does."""
+        try:
+            while waiting.events:
+                count, size = 1, len(waiting.events[0][0])
+                while count < min(len(waiting.events), EVENTS_PER_MESSAGE):
+                    size += len(waiting.events[count][0])
+                    if size > BYTES_PER_MESSAGE:
+                        break
+                    count += 1
+                # Events whose request gave up (timed out) are left out: the platform sends them again.
+                batch = [event for event in waiting.events[:count] if not event[3].done()]
+                del waiting.events[:count]
+                if not batch:
+                    continue
+                metrics.PUBLISH_BATCH.observe(len(batch))
+                message = events_message([body for body, _, _, _ in batch], batch[0][1], batch[0][2])
+                try:
+                    exchange = self._exchange
+                    if exchange is None:
+                        raise BrokerUnavailable("not connected to the broker")
+                    async with asyncio.timeout(self._timeout):
+                        await exchange.publish(message, routing_key=str(shard), mandatory=True)
+                except Exception as exc:  # each waiting request answers 503
+                    for *_, confirm in batch:
+                        if not confirm.done():
+                            confirm.set_exception(exc)
+                else:
+                    for *_, confirm in batch:
+                        if not confirm.done():
+                            confirm.set_result(None)
+        finally:
+            waiting.busy = False
 
     async def close(self) -> None:
+        for task in list(self._publishing):
+            task.cancel()
         if self._connector is not None:
             self._connector.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -120,6 +120,8 @@ class RateLimiter:
         """Wait for, then take, one token of every key. Waiters with the same last key (the chat)
         go in arrival order; they hold nothing that another chat or channel waits for."""
         keys = list(keys)
+        if keys[-1][0] not in self._queues and self.try_acquire(keys):
+            return  # nobody waits for this chat and every key has a token: no queue to join
         async with self._queue(keys[-1][0]):
             while not self.try_acquire(keys):
                 await self.sleep(self.delay(keys))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
 from engine import metrics
 from engine.brain.catalog import Brain
@@ -42,23 +43,31 @@ class Pipeline:
 
     def on_delivery(self, delivery: Delivery) -> None:
         try:
-            item = envelope.decode(delivery.message.body)
-            if isinstance(item, OutboundMessage):
+            items = envelope.decode_events(delivery.message.body)
+            if any(isinstance(item, OutboundMessage) for item in items):
                 raise envelope.EnvelopeError("an outbound message on an inbound shard")
         except envelope.EnvelopeError as exc:
             reason = str(exc)
             tag = delivery.message.delivery_tag
             self.lanes.submit(("dead", tag), lambda: self.consumer.dead_letter(delivery, reason, "decode"))
             return
+        if len(items) == 1:
+            self._route(delivery, items[0])
+        else:  # the receiver's batch for this shard: each event in its own conversation's lane
+            parts = self.consumer.parts(delivery, [partial(envelope.encode, item) for item in items])
+            for part, item in zip(parts, items, strict=True):
+                self._route(part, item)
+        metrics.LANES.set(len(self.lanes))
+
+    def _route(self, delivery: Delivery, item: envelope.Item) -> None:
         if isinstance(item, StatusEvent):
             key = _delivery_key(delivery)
             self.flusher.batch.rows.statuses.append((key, item))
             self.flusher.add(delivery, key=key)
         elif isinstance(item, ConversationCommand):
             self.lanes.submit((item.channel_id, item.conversation_key), lambda: self._command(delivery, item))
-        else:
+        elif isinstance(item, InboundEvent):
             self.lanes.submit((item.channel_id, item.conversation_key), lambda: self._handle(delivery, item))
-        metrics.LANES.set(len(self.lanes))
 
     async def _command(self, delivery: Delivery, command: ConversationCommand) -> None:
         """Apply an operator's command in the conversation's lane, after the messages before it."""

@@ -66,6 +66,7 @@ DRAIN = float(os.environ.get("BENCH_DRAIN", "60"))
 ENGINE_DIR = os.environ.get("BENCH_ENGINE_DIR") or None
 RSS_EVERY = float(os.environ.get("BENCH_RSS_EVERY", "60"))
 PROFILE = os.environ.get("BENCH_PROFILE")  # a directory: py-spy profiles of each process, first closed loop
+SPY = Path(sys.executable).with_name("py-spy")
 PG_ADMIN = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 NO_LIMITS = {"telegram": {"chat_rate": 10_000, "chat_burst": 10_000, "channel_rate": 100_000, "channel_burst": 100_000}}
@@ -159,8 +160,7 @@ def profile(procs: Processes, directory: str) -> list[subprocess.Popen[bytes]]:
     """py-spy (pip install py-spy) sampling each engine process and this one, raw (collapsed stacks)."""
     Path(directory).mkdir(parents=True, exist_ok=True)
     pids = {name: procs.pid(name) for name in ("receiver", "worker", "sender")} | {"load-tester": os.getpid()}
-    spy = str(Path(sys.executable).with_name("py-spy"))
-    record = [spy, "record", "-r", "100", "-f", "raw", "-p"]
+    record = [str(SPY), "record", "-r", "100", "-f", "raw", "-p"]
     out = subprocess.DEVNULL
     return [
         subprocess.Popen([*record, str(pid), "-o", f"{directory}/{name}.txt"], stdout=out, stderr=out)
@@ -423,6 +423,9 @@ def main() -> int:
         slack_api_base=f"{sink}/slack/api",
         rate_limits=NO_LIMITS,
     )
+    if PROFILE and not SPY.exists():
+        print(f"BENCH_PROFILE needs py-spy beside this Python: {sys.executable} -m pip install py-spy")
+        return 2
     tenant_file = Path(tempfile.gettempdir()) / f"{prefix}-tenant.yaml"
     tenant_file.write_text(tenant_yaml())
     print(f"bench-e2e: {REPS} repetitions; closed loop {MESSAGES} updates x {CONNECTIONS} connections; "

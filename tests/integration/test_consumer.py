@@ -155,6 +155,40 @@ async def test_ack_many_never_acks_a_message_still_in_flight(settings: Settings,
     assert await queue_messages(settings, Topology.of(settings).dead) == []
 
 
+async def test_a_message_of_several_parts_is_acked_once_after_its_last_part_and_sets_aside_only_its_own(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """Parts settle one by one (ack, ack_many, dead-letter, retry); the message stays with us until
+    the last, then is acked once; what a part sets aside or retries is that part's body alone."""
+    held: list[Delivery] = []
+
+    async def hold(consumer: ShardConsumer, delivery: Delivery) -> None:
+        held.append(delivery)
+
+    async with consuming(settings, pool, hold) as consumer:
+        await _publish(settings, b"abcd", "m-parts", shard=1)
+        await wait_until(lambda: _eventually(len(held) == 1))
+        parts = consumer.parts(held[0], [lambda n=n: f"part {n}".encode() for n in "abcd"])  # type: ignore[misc]
+        await consumer.ack(parts[0])
+        await consumer.dead_letter(parts[1], "refused", "test")
+        await consumer.retry(parts[2], "boom")
+        assert consumer.in_flight[1] == 1  # the last part is not settled: the message is still ours
+        with pytest.raises(RuntimeError, match="settled twice"):
+            await consumer.ack(parts[0])
+        await consumer.ack_many([parts[3]])
+        assert consumer.in_flight[1] == 0
+        assert held[0].settled
+        await wait_until(lambda: _eventually(len(held) == 2))  # the retried part comes back, alone
+        assert held[1].message.body == b"part c"
+        assert held[1].attempts == 1
+        await consumer.ack(held[1])
+        await asyncio.sleep(0.5)  # a message left unacked would come back
+        assert len(held) == 2
+    dead = await queue_messages(settings, Topology.of(settings).dead)
+    assert [m.body for m in dead] == [b"part b"]
+    assert (dead[0].headers or {})[REASON_HEADER] == "refused"
+
+
 async def test_consumers_come_back_after_the_broker_connection_is_cut(settings: Settings, pool: asyncpg.Pool) -> None:
     """The robust channel restores consumers only on queues declared through it: a message
     published after the cut and the reconnect must still be delivered."""

@@ -121,6 +121,26 @@ async def test_order_is_first_come_first_served_per_key() -> None:
     assert order == list(range(8))
 
 
+async def test_a_newcomer_never_overtakes_a_waiter_when_a_token_frees_up() -> None:
+    """A send that finds a token free goes at once, but not past one already waiting for that chat."""
+    fake = FakeTime()
+    limiter = RateLimiter(clock=fake.clock, sleep=fake.sleep)
+    order: list[str] = []
+
+    async def one(name: str) -> None:
+        await limiter.acquire_send("bot1", "111", TELEGRAM)
+        order.append(name)
+
+    await one("a")  # a token was free: no waiting at all
+    b = asyncio.create_task(one("b"))
+    for _ in range(5):
+        await asyncio.sleep(0)  # b now sleeps until the chat's next token
+    fake.now += 1.0  # that token is free, and b has not woken yet
+    c = asyncio.create_task(one("c"))
+    await fake.run(b, c)
+    assert order == ["a", "b", "c"]
+
+
 async def test_block_holds_a_key_and_late_blocks_reach_sleepers() -> None:
     fake = FakeTime()
     limiter = RateLimiter(clock=fake.clock, sleep=fake.sleep)

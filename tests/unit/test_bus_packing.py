@@ -1,4 +1,5 @@
-"""How a flush's replies are packed into broker messages, and read back."""
+"""How a flush's replies, and the inbound events a receiver publishes together, are packed into broker
+messages, and read back."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 
 from engine.bus import envelope
 from engine.bus.topology import Topology
-from engine.models import ChannelType, OutboundMessage
+from engine.models import ChannelType, DeliveryStatus, InboundEvent, MessageType, OutboundMessage, StatusEvent
 
 
 def reply(n: int, chat: str, tenant: str = "t1", channel_type: ChannelType = ChannelType.TELEGRAM) -> OutboundMessage:
@@ -43,3 +44,16 @@ def test_a_replies_body_reads_back_as_its_replies_and_a_single_reply_body_too() 
         envelope.decode(envelope.encode_replies(replies))  # never taken for an inbound item
     with pytest.raises(envelope.EnvelopeError):
         envelope.decode_replies(b'{"v": 1, "kind": "inbound", "data": {}}')
+
+
+def test_an_events_body_reads_back_as_its_items_in_order_and_a_single_item_body_too() -> None:
+    inbound = InboundEvent("c1", "t1", ChannelType.TELEGRAM, "e1", "5", "5", MessageType.TEXT, 1.0, text="hi")
+    status = StatusEvent("c1", "t1", "m-1", DeliveryStatus.DELIVERED, 2.0, "5")
+    bodies = [envelope.encode(inbound), envelope.encode(status)]
+    assert envelope.decode_events(envelope.join_events(bodies)) == [inbound, status]
+    assert envelope.join_events(bodies[:1]) == bodies[0]  # one event: the body of its own kind
+    assert envelope.decode_events(bodies[0]) == [inbound]
+    with pytest.raises(envelope.EnvelopeError, match="version"):
+        envelope.decode_events(b'{"v":1,"kind":"events","data":[{"v":2,"kind":"inbound","data":{}}]}')
+    with pytest.raises(envelope.EnvelopeError):
+        envelope.decode(envelope.join_events(bodies))  # never taken for one item
