@@ -74,7 +74,9 @@ def digits(phone: str) -> str:
 
 async def resolve_contact(conn: asyncpg.Connection, tenant_id: str, c: CustomerRef) -> tuple[str, str, str] | None:
     """(contact id, channel id, channel type) for the customer, creating the channel contact when it
-    names a platform id the engine has not seen; None when nothing matches."""
+    names a platform id the engine has not seen; None when nothing matches. Emails are stored and
+    looked up lower-case (as a flow's email answer is)."""
+    email = c.email and c.email.lower()
     if c.platform is not None and c.id:
         row = (
             await conn.fetchrow(sql.SELECT_CHANNEL_BY_SLUG, tenant_id, c.channel)
@@ -85,12 +87,12 @@ async def resolve_contact(conn: asyncpg.Connection, tenant_id: str, c: CustomerR
             return None
         key = digits(c.id) if c.platform is ChannelType.WHATSAPP and c.id.lstrip("+").isdigit() else c.id
         contact = str(stable_id(row["id"], "contact", key))
-        attributes = {k: v for k, v in (("phone", c.phone and digits(c.phone)), ("email", c.email)) if v}
+        attributes = {k: v for k, v in (("phone", c.phone and digits(c.phone)), ("email", email)) if v}
         if c.platform is ChannelType.WHATSAPP and key.isdigit():
             attributes.setdefault("phone", key)
         await conn.execute(sql.INSERT_CONTACT, contact, tenant_id, row["id"], key, c.name, attributes)
         return contact, row["id"], row["type"]
-    for attr, value in (("phone", c.phone and digits(c.phone)), ("email", c.email and c.email.lower())):
+    for attr, value in (("phone", c.phone and digits(c.phone)), ("email", email)):
         if not value:
             continue
         found = await conn.fetchrow(sql.SELECT_CONTACT_BY_ATTRIBUTE, tenant_id, attr, value, None)

@@ -331,3 +331,21 @@ async def test_a_step_can_prefer_another_platform(
         assert (row["status"], row["kind"]) == ("sent", "text")  # the WhatsApp window is open
         assert recorder.sent("telegram", chat="3131") == []
         assert recorder.sent("whatsapp", chat="34655000001")[-1].body["text"]["body"].startswith("Your cart of")
+
+
+async def test_a_customer_known_by_email_is_found_whatever_its_case(settings: Settings, pool: asyncpg.Pool) -> None:
+    """Emails are kept lower-case, as they are looked up: a contact the shop named with a mixed-case
+    email is found again by that email in any case."""
+    await load_tenant(settings, bundle(delay0="1h"))
+    async with running_engine(settings) as engine:
+        named = cart("e-1", {"platform": "telegram", "id": "777", "email": "Ann.Lee@Shop.COM"})
+        assert (await post_event(engine, named))[0] == 201
+        assert (await post_event(engine, cart("e-2", {"email": "ANN.lee@shop.com"})))[0] == 201
+    rows = await pool.fetch("SELECT source_id, contact_id::text FROM recovery_events ORDER BY source_id")
+    assert [r["source_id"] for r in rows] == ["e-1", "e-2"]
+    assert rows[0]["contact_id"] is not None
+    assert rows[1]["contact_id"] == rows[0]["contact_id"]
+    stored = await pool.fetchval(
+        "SELECT attributes ->> 'email' FROM channel_contacts WHERE id = $1::uuid", rows[0]["contact_id"]
+    )
+    assert stored == "ann.lee@shop.com"
