@@ -114,7 +114,10 @@ class ShardConsumer:
     # --- settling -----------------------------------------------------------------------------
 
     def parts(self, delivery: Delivery, bodies: list[Callable[[], bytes]]) -> list[Delivery]:
-        """One delivery per item of a message (bodies: each item's own body, made when needed)."""
+        """One delivery per item of a message (bodies: each item's own body, made when needed); a
+        message of one item is its own only part."""
+        if len(bodies) == 1:
+            return [delivery]
         parcel = Parcel(delivery, len(bodies))
         return [
             Delivery(delivery.shard, delivery.message, channel=delivery.channel, parcel=parcel, own_body=b)
@@ -216,10 +219,9 @@ class ShardConsumer:
         metrics.RETRIES.inc()
         await self.ack(delivery)
 
-    async def dead_letter(self, delivery: Delivery, reason: str, kind: str, body: bytes | None = None) -> None:
-        """Set a poison message aside with its reason and origin queue (`engine dead-letters` lists and
-        replays them) and ack it; the shard keeps flowing. `body`: set aside only this (else the
-        delivery's own body)."""
+    async def dead_letter(self, delivery: Delivery, reason: str, kind: str) -> None:
+        """Set a poison message (or part) aside with its reason and origin queue (`engine dead-letters`
+        lists and replays them) and ack it; the shard keeps flowing."""
         message = delivery.message
         log.error("dead-lettering message %s: %s", message.message_id, reason)
         headers = {
@@ -229,7 +231,7 @@ class ShardConsumer:
         }
         try:
             dlx = await self.channel.get_exchange(self.queues.dlx, ensure=False)
-            await dlx.publish(copy_of(message, headers, delivery.body if body is None else body), routing_key="")
+            await dlx.publish(copy_of(message, headers, delivery.body), routing_key="")
         except CHANNEL_GONE:
             self._settled(delivery)
             return

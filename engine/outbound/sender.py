@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 
@@ -37,15 +36,6 @@ from engine.store.pool import TRANSIENT_ERRORS, when_available
 from engine.values import utc
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class _Parts:
-    """One broker message's replies: how many, how many are done, which failed (and why)."""
-
-    count: int
-    done: int = 0
-    failed: list[tuple[OutboundMessage, str]] = field(default_factory=list)
 
 
 class Sender:
@@ -88,29 +78,20 @@ class Sender:
         if not replies:
             self.lanes.submit(("empty", delivery.message.delivery_tag), lambda: self.consumer.ack(delivery))
             return
-        # A message may carry several replies (a worker's flush): each goes to its chat's lane, and
-        # the message is settled once the last of them is done.
-        parts = _Parts(len(replies))
-        for reply in replies:
-            job = partial(self._deliver, delivery, reply, parts)
-            self.lanes.submit((reply.channel_id, reply.conversation_key), job)
+        # A message may carry several replies (a worker's flush): each goes to its chat's lane as a
+        # part of the message, which is acked once the last of them is done.
+        parts = self.consumer.parts(delivery, [partial(envelope.encode, r) for r in replies])
+        for part, reply in zip(parts, replies, strict=True):
+            self.lanes.submit((reply.channel_id, reply.conversation_key), partial(self._deliver, part, reply))
 
-    async def _deliver(self, delivery: Delivery, reply: OutboundMessage, parts: _Parts) -> None:
+    async def _deliver(self, delivery: Delivery, reply: OutboundMessage) -> None:
         try:
             await self._send(reply)
-        except Exception as exc:  # a bug: set the reply aside with the reason rather than loop on it
+        except Exception as exc:  # a bug: set the reply aside (alone) with the reason rather than loop on it
             log.exception("delivering %s failed", reply.id)
-            parts.failed.append((reply, repr(exc)))
-        parts.done += 1
-        if parts.done < parts.count:
+            await self.consumer.retry(delivery, repr(exc))
             return
-        if not parts.failed:
-            await self.consumer.ack(delivery)
-        elif len(parts.failed) == parts.count:
-            await self.consumer.retry(delivery, parts.failed[0][1])
-        else:  # only the failed replies go aside; the claims keep a replay from resending the rest
-            failed = [reply for reply, _ in parts.failed]
-            await self.consumer.dead_letter(delivery, parts.failed[0][1], "handler", envelope.encode_replies(failed))
+        await self.consumer.ack(delivery)
 
     async def _send(self, reply: OutboundMessage) -> None:
         """Claim, rate-limit, send with retries, record. Returns once the outcome is recorded (or the

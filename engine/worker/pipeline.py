@@ -51,12 +51,11 @@ class Pipeline:
             tag = delivery.message.delivery_tag
             self.lanes.submit(("dead", tag), lambda: self.consumer.dead_letter(delivery, reason, "decode"))
             return
-        if len(items) == 1:
-            self._route(delivery, items[0])
-        else:  # the receiver's batch for this shard: each event in its own conversation's lane
-            parts = self.consumer.parts(delivery, [partial(envelope.encode, item) for item in items])
-            for part, item in zip(parts, items, strict=True):
-                self._route(part, item)
+        # A message may carry several events (the receiver's batch for this shard): each goes to its
+        # conversation's lane as a part of the message, which is acked once the last of them is done.
+        parts = self.consumer.parts(delivery, [partial(envelope.encode, item) for item in items])
+        for part, item in zip(parts, items, strict=True):
+            self._route(part, item)
         metrics.LANES.set(len(self.lanes))
 
     def _route(self, delivery: Delivery, item: envelope.Item) -> None:
