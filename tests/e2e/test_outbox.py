@@ -8,6 +8,7 @@ import time
 
 import asyncpg
 
+from engine.admin.tenant_file import tenant_id
 from engine.fake_platforms import Recorder
 from engine.settings import Settings
 from tests.harness import load_tenant, running_engine, store_queued, telegram_reply, wait_until
@@ -19,7 +20,7 @@ async def test_a_lost_reply_is_swept_and_sent_once(
     _, recorder = fake_platforms
     settings = settings.model_copy(update={"requeue_stale_after": 2.0})
     channel = (await load_tenant(settings))["tg"]
-    tenant = await pool.fetchval("SELECT tenant_id::text FROM channels WHERE id = $1", channel)
+    tenant = tenant_id("acme")  # the harness tenant
     reply = telegram_reply(tenant, channel, 4242, "I was lost", time.time())
     await store_queued(pool, reply, age=60)  # its broker message never came: stale
     async with running_engine(settings, workers=0, senders=1):

@@ -10,6 +10,7 @@ import time
 import aio_pika
 import asyncpg
 
+from engine.admin.tenant_file import tenant_id
 from engine.bus import envelope
 from engine.bus.connection import replies_message
 from engine.bus.consumer import ORIGIN_HEADER, REASON_HEADER
@@ -69,7 +70,7 @@ async def test_a_reply_the_sender_fails_on_is_set_aside_alone_and_the_rest_of_it
     _, recorder = fake_platforms
     settings = settings.model_copy(update={"shards": 1})
     channel = (await load_tenant(settings))["tg"]
-    tenant = await pool.fetchval("SELECT tenant_id::text FROM channels WHERE id = $1", channel)
+    tenant = tenant_id("acme")  # the harness tenant
 
     now = time.time()
     first, last = telegram_reply(tenant, channel, 601, "one", now), telegram_reply(tenant, channel, 603, "three", now)

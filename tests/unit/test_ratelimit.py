@@ -107,16 +107,18 @@ async def test_whatsapp_pair_rate_burst_then_one_per_six_seconds() -> None:
     assert times[burst:] == pytest.approx([6.0, 12.0, 18.0])
 
 
+async def send_noted(limiter: RateLimiter, order: list[object], name: object) -> None:
+    """One send to Telegram chat 111, noted in `order` once the limiter lets it go."""
+    await limiter.acquire_send("bot1", "111", TELEGRAM)
+    order.append(name)
+
+
 async def test_order_is_first_come_first_served_per_key() -> None:
     fake = FakeTime()
     limiter = RateLimiter(clock=fake.clock, sleep=fake.sleep)
-    order: list[int] = []
+    order: list[object] = []
 
-    async def one(i: int) -> None:
-        await limiter.acquire_send("bot1", "111", TELEGRAM)
-        order.append(i)
-
-    tasks = [asyncio.create_task(one(i)) for i in range(8)]
+    tasks = [asyncio.create_task(send_noted(limiter, order, i)) for i in range(8)]
     await fake.run(*tasks)
     assert order == list(range(8))
 
@@ -125,18 +127,14 @@ async def test_a_newcomer_never_overtakes_a_waiter_when_a_token_frees_up() -> No
     """A send that finds a token free goes at once, but not past one already waiting for that chat."""
     fake = FakeTime()
     limiter = RateLimiter(clock=fake.clock, sleep=fake.sleep)
-    order: list[str] = []
+    order: list[object] = []
 
-    async def one(name: str) -> None:
-        await limiter.acquire_send("bot1", "111", TELEGRAM)
-        order.append(name)
-
-    await one("a")  # a token was free: no waiting at all
-    b = asyncio.create_task(one("b"))
+    await send_noted(limiter, order, "a")  # a token was free: no waiting at all
+    b = asyncio.create_task(send_noted(limiter, order, "b"))
     for _ in range(5):
         await asyncio.sleep(0)  # b now sleeps until the chat's next token
     fake.now += 1.0  # that token is free, and b has not woken yet
-    c = asyncio.create_task(one("c"))
+    c = asyncio.create_task(send_noted(limiter, order, "c"))
     await fake.run(b, c)
     assert order == ["a", "b", "c"]
 
