@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 
@@ -35,13 +37,34 @@ class BrokerUnavailable(Exception):
     """Nothing can be published right now (down, not yet connected, or the confirm timed out)."""
 
 
+class _Pending(NamedTuple):
+    """One event waiting for its shard's publish in flight to be confirmed."""
+
+    body: bytes
+    message_id: str
+    conversation_key: str
+    confirm: asyncio.Future[None]  # the request's: set once the message holding it is confirmed
+
+
 @dataclass(slots=True)
 class _Waiting:
-    """A shard's events (body, message id, conversation key, confirm) waiting for its publish in
-    flight to be confirmed."""
+    """A shard's events waiting to be published, and whether a publish of it awaits its confirm."""
 
-    events: list[tuple[bytes, str, str, asyncio.Future[None]]] = field(default_factory=list)
-    busy: bool = False  # a publish of this shard awaits its confirm
+    events: deque[_Pending] = field(default_factory=deque)
+    busy: bool = False
+
+    def take(self) -> list[_Pending]:
+        """The next message's events: in order, at most EVENTS_PER_MESSAGE and BYTES_PER_MESSAGE
+        (the first always); those whose request gave up (timed out) are dropped, the platform sends
+        them again."""
+        batch: list[_Pending] = []
+        size = 0
+        while self.events and len(batch) < EVENTS_PER_MESSAGE:
+            size += len(self.events[0].body)
+            if batch and size > BYTES_PER_MESSAGE:
+                break
+            batch.append(self.events.popleft())
+        return [event for event in batch if not event.confirm.done()]
 
 
 class Publisher:
@@ -95,10 +118,11 @@ class Publisher:
                 key = event.platform_message_id
             else:
                 key = f"{event.action}:{event.issued_at}"
-            confirms.append(loop.create_future())
+            confirm: asyncio.Future[None] = loop.create_future()
+            confirms.append(confirm)
             waiting = self._waiting[shard]
             waiting.events.append(
-                (envelope.encode(event), f"{event.channel_id}:{key}", event.conversation_key, confirms[-1])
+                _Pending(envelope.encode(event), f"{event.channel_id}:{key}", event.conversation_key, confirm)
             )
             if not waiting.busy:
                 waiting.busy = True
@@ -118,19 +142,11 @@ class Publisher:
         """Publish what waits for the shard, a message at a time, until nothing does."""
         try:
             while waiting.events:
-                count, size = 1, len(waiting.events[0][0])
-                while count < min(len(waiting.events), EVENTS_PER_MESSAGE):
-                    size += len(waiting.events[count][0])
-                    if size > BYTES_PER_MESSAGE:
-                        break
-                    count += 1
-                # Events whose request gave up (timed out) are left out: the platform sends them again.
-                batch = [event for event in waiting.events[:count] if not event[3].done()]
-                del waiting.events[:count]
+                batch = waiting.take()
                 if not batch:
                     continue
                 metrics.PUBLISH_BATCH.observe(len(batch))
-                message = events_message([body for body, _, _, _ in batch], batch[0][1], batch[0][2])
+                message = events_message([e.body for e in batch], batch[0].message_id, batch[0].conversation_key)
                 try:
                     exchange = self._exchange
                     if exchange is None:
@@ -138,13 +154,13 @@ class Publisher:
                     async with asyncio.timeout(self._timeout):
                         await exchange.publish(message, routing_key=str(shard), mandatory=True)
                 except Exception as exc:  # each waiting request answers 503
-                    for *_, confirm in batch:
-                        if not confirm.done():
-                            confirm.set_exception(exc)
+                    for event in batch:
+                        if not event.confirm.done():
+                            event.confirm.set_exception(exc)
                 else:
-                    for *_, confirm in batch:
-                        if not confirm.done():
-                            confirm.set_result(None)
+                    for event in batch:
+                        if not event.confirm.done():
+                            event.confirm.set_result(None)
         finally:
             waiting.busy = False
 
