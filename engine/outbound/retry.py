@@ -6,11 +6,15 @@ Retry only what the platform says may succeed later (SendError.retryable); wait 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
 from engine.models import SendError
 
+T = TypeVar("T")
 MAX_WAIT = 30.0  # never sleep longer than this on one retry, whatever the platform asks
 _backoff = wait_exponential_jitter(multiplier=0.2, max=MAX_WAIT, jitter=0.5)
 
@@ -26,7 +30,29 @@ def _wait(state: RetryCallState) -> float:
     return _backoff(state)
 
 
-def send_policy(attempts: int) -> AsyncRetrying:
+def send_policy(attempts: int, **options: Any) -> AsyncRetrying:
     return AsyncRetrying(
-        retry=retry_if_exception(_retryable), wait=_wait, stop=stop_after_attempt(attempts), reraise=True
+        retry=retry_if_exception(_retryable), wait=_wait, stop=stop_after_attempt(attempts), reraise=True, **options
     )
+
+
+async def with_retries(attempt: Callable[[bool], Awaitable[T]], attempts: int, **options: Any) -> T:
+    """attempt(retrying) under send_policy. Most sends succeed at once, and tenacity's bookkeeping
+    costs more than a send's own Python code, so the first attempt runs outside it; only a retryable
+    failure enters tenacity, as the outcome of its first attempt, so the waits and the count of
+    attempts are tenacity's. retrying is False for the first attempt only."""
+    try:
+        return await attempt(False)
+    except SendError as exc:
+        if not exc.retryable or attempts <= 1:
+            raise
+        first: SendError | None = exc
+
+    async def again() -> T:
+        nonlocal first
+        if first is not None:
+            failed, first = first, None
+            raise failed
+        return await attempt(True)
+
+    return await send_policy(attempts, **options)(again)

@@ -25,9 +25,9 @@ from engine.bus.consumer import CHANNEL_GONE, Delivery, ShardConsumer
 from engine.bus.lanes import Lanes
 from engine.bus.topology import Topology
 from engine.coalescer import Coalescer
-from engine.models import OutboundMessage, SendError
+from engine.models import OutboundMessage, SendError, SendResult
 from engine.outbound.ratelimit import RateLimiter, limits_for
-from engine.outbound.retry import send_policy
+from engine.outbound.retry import with_retries
 from engine.recovery import hooks as recovery
 from engine.settings import Settings
 from engine.store import deliveries
@@ -113,22 +113,24 @@ class Sender:
         base_url = self.settings.api_base(reply.channel_type)
         chat = RateLimiter.chat_of(reply)
         limits = limits_for(reply.channel_type, self.settings)
+
+        async def attempt(retrying: bool) -> SendResult:
+            if retrying:
+                await when_available(lambda: deliveries.touch(self.pool, reply.id, created))  # not stale
+            if reply.kind == "message":  # acknowledging a button press is not a chat message
+                await self.limiter.acquire_send(reply.channel_id, chat, limits)
+            started = time.perf_counter()
+            try:
+                return await impl.send(self.http, base_url, channel, reply)
+            except SendError as exc:
+                self.limiter.block_after(reply.channel_id, chat, exc)
+                raise
+            finally:
+                metrics.SEND_SECONDS.labels(reply.channel_type.value).observe(time.perf_counter() - started)
+
         outcome = "sent"
         try:
-            async for attempt in send_policy(self.settings.send_attempts):
-                with attempt:
-                    if attempt.retry_state.attempt_number > 1:
-                        await when_available(lambda: deliveries.touch(self.pool, reply.id, created))  # not stale
-                    if reply.kind == "message":  # acknowledging a button press is not a chat message
-                        await self.limiter.acquire_send(reply.channel_id, chat, limits)
-                    started = time.perf_counter()
-                    try:
-                        result = await impl.send(self.http, base_url, channel, reply)
-                    except SendError as exc:
-                        self.limiter.block_after(reply.channel_id, chat, exc)
-                        raise
-                    finally:
-                        metrics.SEND_SECONDS.labels(reply.channel_type.value).observe(time.perf_counter() - started)
+            result = await with_retries(attempt, self.settings.send_attempts)
             platform_id = result.platform_message_id
             await when_available(lambda: self.record_sent((reply.id, created, platform_id)))
             await when_available(lambda: recovery.after_send(self.pool, self.settings, reply, None, None))
