@@ -12,10 +12,14 @@ every reply is matched to its webhook. Each repetition drives:
   1. the engine, closed loop (BENCH_CONNECTIONS connections, BENCH_MESSAGES Telegram updates):
      replies delivered per second (first request to last reply), latencies, lost, duplicated;
   2. the engine, open loop at BENCH_RATE/s for BENCH_RATE_SECONDS: webhook ack and reply latency;
-  3. the bare pipeline, closed loop, the same traffic: rows landed per second, lost, duplicated.
+  3. the bare pipeline, closed loop, the same traffic: rows landed per second, lost, duplicated;
+  4. the two-hop floor (bare_pipeline.py --replies), closed loop, the same traffic: the engine's shape
+     (receiver, queue, consumer + database, queue, sender, platform API) with none of its work. Its
+     replies/s over the bare pipeline's rows/s is the best ratio any engine of that shape could reach
+     on this machine and stack; the engine's replies/s over it is what the engine's own work costs.
 
 Three repetitions (BENCH_REPS); the median and the spread (min-max) of each figure, and the ratio
-engine replies/s over bare rows/s. Defaults keep a whole run under about 6 minutes.
+engine replies/s over bare rows/s. Defaults keep a whole run under about 7 minutes.
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ PROFILE = os.environ.get("BENCH_PROFILE")  # a directory: py-spy profiles of eac
 SPY = Path(sys.executable).with_name("py-spy")
 PG_ADMIN = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+BARE_TARGET = Target("telegram", "bare", None, {"secret_token": "bare"})  # the bare receivers take any path
+KINDS = ("closed", "open", "bare", "floor")
 NO_LIMITS = {"telegram": {"chat_rate": 10_000, "chat_burst": 10_000, "channel_rate": 100_000, "channel_burst": 100_000}}
 
 
@@ -204,8 +210,7 @@ async def bare_rows(pool: asyncpg.Pool) -> tuple[int, int, float]:
 async def run_bare(url: str, records: list[Record], pool: asyncpg.Pool, meter: CpuMeter) -> dict[str, Any]:
     await pool.execute("TRUNCATE bare_messages")
     before = await meter.sample()
-    target = {"telegram": Target("telegram", "bare", None, {"secret_token": "bare"})}
-    items = plan(records, target, Options())
+    items = plan(records, {"telegram": BARE_TARGET}, Options())
     config = RunConfig(url, ReplayOptions(connections=CONNECTIONS, retries=3), progress=False)
     started = time.time()
     stats = await execute(items, config, None)
@@ -230,7 +235,7 @@ def per_message(cpu: dict[str, float], messages: int) -> dict[str, float]:
     return out
 
 
-async def run_engine(
+async def run_replying(
     url: str, items: list[Any], recorder: MatchingRecorder, replay: ReplayOptions, meter: CpuMeter
 ) -> dict[str, Any]:
     config = RunConfig(url, replay, drain=DRAIN, settle=1.0, progress=False)
@@ -269,6 +274,9 @@ def summary(results: list[dict[str, Any]]) -> None:
         ("bare pipeline: rows landed/s", "bare/landed_per_s"),
         ("bare pipeline: webhooks accepted/s", "bare/accepted_per_s"),
         ("ratio engine replies/s / bare rows/s", "ratio"),
+        ("two-hop floor: replies delivered/s", "floor/replies_per_s"),
+        ("ratio floor replies/s / bare rows/s", "floor_ratio"),
+        ("ratio engine replies/s / floor replies/s", "engine_of_floor"),
         ("engine closed: ack p50 ms", "closed/ack_ms/p50"),
         ("engine closed: ack p99 ms", "closed/ack_ms/p99"),
         ("engine closed: reply e2e p50 ms", "closed/e2e_ms/p50"),
@@ -285,21 +293,25 @@ def summary(results: list[dict[str, Any]]) -> None:
     ]
     for label, path in rows:
         print(f"  {label:<42} {spread(col(path))}")
-    lost = sum(r[k]["lost"] for r in results for k in ("closed", "open", "bare"))
-    dup = sum(r[k]["duplicated"] for r in results for k in ("closed", "open", "bare"))
-    failed = sum(r[k]["failed"] for r in results for k in ("closed", "open", "bare"))
-    print(f"  lost {lost}, duplicated {dup}, failed requests {failed} (all runs, engine and bare)")
+    lost = sum(r[k]["lost"] for r in results for k in KINDS)
+    dup = sum(r[k]["duplicated"] for r in results for k in KINDS)
+    failed = sum(r[k]["failed"] for r in results for k in KINDS)
+    print(f"  lost {lost}, duplicated {dup}, failed requests {failed} (all runs: engine, bare and floor)")
     print("\nCPU ms per message, per process (median of the repetitions; RabbitMQ is the whole shared broker)")
-    for kind, label in (("closed", "engine closed loop, per reply"), ("bare", "bare pipeline, per row")):
+    for kind, label in (("closed", "engine closed loop, per reply"), ("floor", "two-hop floor, per reply"),
+                        ("bare", "bare pipeline, per row")):  # fmt: skip
         print(f"  {label}:")
         for role in results[0][kind]["cpu_ms_per_message"]:
             print(f"    {role:<16} {spread(col(f'{kind}/cpu_ms_per_message/{role}'))}")
-    ratio = statistics.median(col("ratio"))
-    print(f"\nRATIO engine/bare (replies delivered/s over rows landed/s, median): {ratio:.3f}")
+    ratio, floor = statistics.median(col("ratio")), statistics.median(col("floor_ratio"))
+    print(
+        f"\nRATIO engine/bare (replies delivered/s over rows landed/s, median): {ratio:.3f}"
+        f"  (the two-hop floor's: {floor:.3f})"
+    )
 
 
 async def bench(
-    tenant_file: Path, settings: Settings, procs: Processes, sink_port: int, bare_port: int
+    tenant_file: Path, settings: Settings, procs: Processes, sink_port: int, bare_port: int, floor_port: int
 ) -> list[dict[str, Any]]:
     env = settings.environment()
     env["ENGINE_LOG_LEVEL"] = "WARNING"
@@ -316,9 +328,15 @@ async def bench(
             common = ["--amqp", settings.amqp_url, "--queue", queue, "--dsn", settings.database_url]
             procs.start("bare-receiver", [*bare, "receiver", "--port", str(bare_port), *common], env)
             procs.start("bare-consumer", [*bare, "consumer", *common], env)
+            floor = ["--amqp", settings.amqp_url, "--queue", f"{queue}.floor", "--dsn", settings.database_url,
+                     "--replies", f"{queue}.floor.out"]  # fmt: skip
+            procs.start("floor-receiver", [*bare, "receiver", "--port", str(floor_port), *floor], env)
+            procs.start("floor-consumer", [*bare, "consumer", *floor], env)
+            procs.start("floor-sender", [*bare, "sender", *floor, "--sink", f"http://127.0.0.1:{sink_port}"], env)
             engine_url = f"http://127.0.0.1:{settings.http_port}"
             await wait_ready(f"{engine_url}/readyz", procs)
             await wait_ready(f"http://127.0.0.1:{bare_port}/x", procs, method="POST")
+            await wait_ready(f"http://127.0.0.1:{floor_port}/x", procs, method="POST")
             await asyncio.sleep(3)  # the worker takes its shards within a heartbeat or two
 
             async def db_pids() -> list[int]:
@@ -332,6 +350,10 @@ async def bench(
             bare_meter = CpuMeter({"bare receiver": [procs.pid("bare-receiver")],
                                    "bare consumer": [procs.pid("bare-consumer")], "load tester": tester,
                                    "rabbitmq": broker}, db_pids)  # fmt: skip
+            floor_meter = CpuMeter({"floor receiver": [procs.pid("floor-receiver")],
+                                    "floor consumer": [procs.pid("floor-consumer")],
+                                    "floor sender": [procs.pid("floor-sender")], "load tester": tester,
+                                    "rabbitmq": broker}, db_pids)  # fmt: skip
             rss = {name: rss_mib(procs.pid(name)) for name in ("receiver", "worker", "sender")}
             timeline: list[str] = []  # RSS every RSS_EVERY seconds, to see it stays flat over a long run
             sampler = asyncio.create_task(sample_rss(procs, timeline))
@@ -342,7 +364,7 @@ async def bench(
             for rep in range(REPS):
                 records = traffic(seed=rep + 1, messages=MESSAGES, chats=CHATS)
                 spies = profile(procs, PROFILE) if PROFILE and rep == 0 else []
-                closed = await run_engine(engine_url, plan(records, targets, Options()), recorder,
+                closed = await run_replying(engine_url, plan(records, targets, Options()), recorder,
                                           ReplayOptions(connections=CONNECTIONS, retries=3), engine)  # fmt: skip
                 procs.check()
                 for spy in spies:
@@ -350,18 +372,32 @@ async def bench(
                     spy.wait(timeout=60)
                 rate_records = traffic(seed=100 + rep, messages=int(RATE * RATE_SECONDS), chats=CHATS)
                 rate_items = plan(rate_records, targets, Options(rate=RATE, duration=RATE_SECONDS))
-                opened = await run_engine(engine_url, rate_items, recorder, ReplayOptions(retries=3), engine)
+                opened = await run_replying(engine_url, rate_items, recorder, ReplayOptions(retries=3), engine)
                 procs.check()
                 bare_result = await run_bare(f"http://127.0.0.1:{bare_port}", records, pool, bare_meter)
                 procs.check()
-                ratio = closed["replies_per_s"] / bare_result["landed_per_s"] if bare_result["landed_per_s"] else 0.0
-                result = {"closed": closed, "open": opened, "bare": bare_result, "ratio": round(ratio, 4)}
+                floor_items = plan(records, {"telegram": BARE_TARGET}, Options())
+                floor_result = await run_replying(f"http://127.0.0.1:{floor_port}", floor_items, recorder,
+                                                  ReplayOptions(connections=CONNECTIONS, retries=3), floor_meter)  # fmt: skip
+                procs.check()
+                landed, floor_rate = bare_result["landed_per_s"], floor_result["replies_per_s"]
+                ratio = closed["replies_per_s"] / landed if landed else 0.0
+                result = {
+                    "closed": closed,
+                    "open": opened,
+                    "bare": bare_result,
+                    "floor": floor_result,
+                    "ratio": round(ratio, 4),
+                    "floor_ratio": round(floor_rate / landed if landed else 0.0, 4),
+                    "engine_of_floor": round(closed["replies_per_s"] / floor_rate if floor_rate else 0.0, 4),
+                }
                 results.append(result)
                 print(f"rep {rep + 1}: engine {closed['replies_per_s']:.0f} replies/s (ack p99 "
                       f"{closed['ack_ms']['p99']:.0f} ms, e2e p99 {closed['e2e_ms']['p99']:.0f} ms, lost "
                       f"{closed['lost']}, dup {closed['duplicated']}); open {RATE:g}/s e2e p50/p99 "
                       f"{opened['e2e_ms']['p50']:.0f}/{opened['e2e_ms']['p99']:.0f} ms (lost {opened['lost']}); "
-                      f"bare {bare_result['landed_per_s']:.0f} rows/s (lost {bare_result['lost']}); "
+                      f"bare {bare_result['landed_per_s']:.0f} rows/s (lost {bare_result['lost']}); floor "
+                      f"{floor_rate:.0f} replies/s (lost {floor_result['lost']}, dup {floor_result['duplicated']}); "
                       f"ratio {ratio:.3f}", flush=True)  # fmt: skip
             sampler.cancel()
             for name, start in rss.items():
@@ -400,7 +436,8 @@ async def cleanup(settings: Settings) -> None:
     async with connection:
         channel = await connection.channel()
         await delete_topology(channel, Topology.of(settings))
-        await channel.queue_delete(f"{settings.topology_prefix}.bare")
+        for queue in ("bare", "bare.floor", "bare.floor.out"):
+            await channel.queue_delete(f"{settings.topology_prefix}.{queue}")
     admin = await asyncpg.connect(PG_ADMIN)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{settings.database_url.rsplit("/", 1)[1]}" WITH (FORCE)')
@@ -409,7 +446,7 @@ async def cleanup(settings: Settings) -> None:
 
 
 def main() -> int:
-    sink_port, bare_port, http_port = free_port(), free_port(), free_port()
+    sink_port, bare_port, floor_port, http_port = free_port(), free_port(), free_port(), free_port()
     sink = f"http://127.0.0.1:{sink_port}"
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     settings = Settings(
@@ -434,7 +471,7 @@ def main() -> int:
     try:
         asyncio.run(prepare(settings, tenant_file))
         # uvloop, as the bare receiver uses: the load tester shares the machine's two cores.
-        results = uvloop.run(bench(tenant_file, settings, procs, sink_port, bare_port))
+        results = uvloop.run(bench(tenant_file, settings, procs, sink_port, bare_port, floor_port))
         if out := os.environ.get("BENCH_JSON"):
             Path(out).write_text(json.dumps(results, indent=2))
         return 0
