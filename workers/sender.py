@@ -12,7 +12,7 @@ import orjson
 from engine.bus.connection import connect, open_channel
 from engine.bus.consumer import ShardConsumer
 from engine.bus.shards import Membership
-from engine.bus.topology import Topology, declare_topology
+from engine.bus.topology import Topology, check_shard_count, declare_topology
 from engine.outbound.sender import Sender
 from engine.settings import Settings
 from engine.store.channels import ChannelDirectory
@@ -39,6 +39,7 @@ class SenderProcess:
         )
         membership = Membership(pool, "sender", s.lease_ttl)
         connection = await connect(s.amqp_url, membership.me)
+        await check_shard_count(connection, topology)
         channel = await open_channel(connection, prefetch=s.sender_prefetch)
         await declare_topology(channel, topology)
         self.consumer = consumer = ShardConsumer(channel, membership, topology.outbound_shards())

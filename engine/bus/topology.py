@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel
+from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from engine.models import ChannelType, OutboundMessage
 from engine.settings import Settings
@@ -188,6 +188,29 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> None
     for b in bindings:
         queue = await channel.get_queue(b.queue, ensure=False)
         await queue.bind(b.exchange, b.routing_key)
+
+
+class ShardCountMismatch(RuntimeError):
+    """The broker has shard queues beyond ENGINE_SHARDS: they were made with a larger count."""
+
+
+async def check_shard_count(connection: AbstractConnection, topology: Topology) -> None:
+    """Refuse to run with fewer shards than the broker's queues were made with: the messages in the
+    queues past the count would never be consumed. (A larger count is safe: its queues are declared.)
+    Probes on a channel of its own, since the broker closes a channel whose passive declare fails."""
+    beyond = topology.inbound_queue(topology.shards)
+    probe = await connection.channel()
+    try:
+        await probe.declare_queue(beyond, passive=True)
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        return
+    finally:
+        await probe.close()
+    raise ShardCountMismatch(
+        f"the broker has the queue {beyond}, so its shard queues were made with more than ENGINE_SHARDS="
+        f"{topology.shards}; the count is fixed for the life of the queues: set ENGINE_SHARDS to the count "
+        "they were made with, or drain and delete them first"
+    )
 
 
 async def delete_topology(channel: AbstractChannel, topology: Topology) -> None:
