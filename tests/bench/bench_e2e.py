@@ -59,7 +59,7 @@ from engine.store.migrations import migrate
 from tests.bench.cpu import CpuMeter, broker_pids, rss_mib
 
 REPS = int(os.environ.get("BENCH_REPS", "3"))
-MESSAGES = int(os.environ.get("BENCH_MESSAGES", "3000"))
+MESSAGES = int(os.environ.get("BENCH_MESSAGES", "6000"))
 CHATS = int(os.environ.get("BENCH_CHATS", "1000"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
 RATE = float(os.environ.get("BENCH_RATE", "50"))
