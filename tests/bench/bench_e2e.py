@@ -466,7 +466,7 @@ def main() -> int:
     tenant_file = Path(tempfile.gettempdir()) / f"{prefix}-tenant.yaml"
     tenant_file.write_text(tenant_yaml())
     print(f"bench-e2e: {REPS} repetitions; closed loop {MESSAGES} updates x {CONNECTIONS} connections; "
-          f"open loop {RATE:g}/s x {RATE_SECONDS:g} s; bare pipeline with the closed-loop traffic", flush=True)  # fmt: skip
+          f"open loop {RATE:g}/s x {RATE_SECONDS:g} s; bare pipeline and two-hop floor with the closed-loop traffic", flush=True)  # fmt: skip
     procs = Processes()
     try:
         asyncio.run(prepare(settings, tenant_file))
