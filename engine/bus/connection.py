@@ -23,36 +23,28 @@ async def open_channel(connection: AbstractRobustConnection, prefetch: int = 0) 
     return channel
 
 
-def make_message(item: envelope.Item, *, message_id: str, correlation_id: str) -> aio_pika.Message:
+def _persistent(body: bytes, message_id: str, correlation_id: str) -> aio_pika.Message:
     return aio_pika.Message(
-        envelope.encode(item),
+        body,
         content_type=envelope.CONTENT_TYPE,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=message_id,
         correlation_id=correlation_id,
     )
+
+
+def make_message(item: envelope.Item, *, message_id: str, correlation_id: str) -> aio_pika.Message:
+    return _persistent(envelope.encode(item), message_id, correlation_id)
 
 
 def events_message(bodies: list[bytes], message_id: str, correlation_id: str) -> aio_pika.Message:
     """One persistent message carrying one or several encoded inbound items (envelope.join_events)."""
-    return aio_pika.Message(
-        envelope.join_events(bodies),
-        content_type=envelope.CONTENT_TYPE,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=message_id,
-        correlation_id=correlation_id,
-    )
+    return _persistent(envelope.join_events(bodies), message_id, correlation_id)
 
 
 def replies_message(replies: list[OutboundMessage]) -> aio_pika.Message:
     """One persistent message carrying several replies (envelope kind "replies")."""
-    return aio_pika.Message(
-        envelope.encode_replies(replies),
-        content_type=envelope.CONTENT_TYPE,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=replies[0].id,
-        correlation_id=replies[0].conversation_id,
-    )
+    return _persistent(envelope.encode_replies(replies), replies[0].id, replies[0].conversation_id)
 
 
 def copy_of(message: AbstractIncomingMessage, headers: dict[str, Any], body: bytes | None = None) -> aio_pika.Message:
