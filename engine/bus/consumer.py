@@ -7,7 +7,7 @@ as members come and go, and owns how each delivery is settled.
     retry(d, reason)       through the shard's retry queue with the attempt header, and to the
                            dead letters once the attempts are spent
     dead_letter(d, reason) set aside with its reason and origin queue; the shard keeps flowing
-    parts(d, bodies)       a message that carries several items: one delivery per item, settled
+    parts(d, items, encode) a message that carries several items: one delivery per item, settled
                            each on its own (a part retried or set aside goes alone, with its own
                            body); the message is acked once its last part is
 
@@ -24,9 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
@@ -36,6 +37,8 @@ from engine.bus.connection import copy_of
 from engine.bus.shards import Membership, assign
 from engine.bus.topology import ShardQueues
 from engine.store.pool import TRANSIENT_ERRORS
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -113,16 +116,17 @@ class ShardConsumer:
 
     # --- settling -----------------------------------------------------------------------------
 
-    def parts(self, delivery: Delivery, bodies: list[Callable[[], bytes]]) -> list[Delivery]:
-        """One delivery per item of a message (bodies: each item's own body, made when needed); a
-        message of one item is its own only part."""
-        if len(bodies) == 1:
-            return [delivery]
-        parcel = Parcel(delivery, len(bodies))
+    def parts(self, delivery: Delivery, items: Sequence[T], encode: Callable[[T], bytes]) -> list[tuple[Delivery, T]]:
+        """Each item of a message with its own delivery (a message of one item is its own only part);
+        encode(item) is a part's body alone, made only if the part is retried or set aside."""
+        if len(items) == 1:
+            return [(delivery, items[0])]
+        parcel = Parcel(delivery, len(items))
         return [
-            Delivery(delivery.shard, delivery.message, channel=delivery.channel, parcel=parcel, own_body=b)
-            for b in bodies
-        ]
+            (Delivery(delivery.shard, delivery.message, channel=delivery.channel, parcel=parcel,
+                      own_body=partial(encode, item)), item)
+            for item in items
+        ]  # fmt: skip
 
     def _part_done(self, part: Delivery) -> bool:
         """Settle a part; True once it was the last of its message's."""

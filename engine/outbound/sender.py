@@ -80,8 +80,7 @@ class Sender:
             return
         # A message may carry several replies (a worker's flush): each goes to its chat's lane as a
         # part of the message, which is acked once the last of them is done.
-        parts = self.consumer.parts(delivery, [partial(envelope.encode, r) for r in replies])
-        for part, reply in zip(parts, replies, strict=True):
+        for part, reply in self.consumer.parts(delivery, replies, envelope.encode):
             self.lanes.submit((reply.channel_id, reply.conversation_key), partial(self._deliver, part, reply))
 
     async def _deliver(self, delivery: Delivery, reply: OutboundMessage) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from functools import partial
 
 from engine import metrics
 from engine.brain.catalog import Brain
@@ -53,8 +52,7 @@ class Pipeline:
             return
         # A message may carry several events (the receiver's batch for this shard): each goes to its
         # conversation's lane as a part of the message, which is acked once the last of them is done.
-        parts = self.consumer.parts(delivery, [partial(envelope.encode, item) for item in items])
-        for part, item in zip(parts, items, strict=True):
+        for part, item in self.consumer.parts(delivery, items, envelope.encode):
             self._route(part, item)
         metrics.LANES.set(len(self.lanes))
 
