@@ -67,6 +67,17 @@ class _Waiting:
         return [event for event in batch if not event.confirm.done()]
 
 
+def _answer(batch: list[_Pending], error: BaseException | None) -> None:
+    """Tell each request still waiting how its message's publish went."""
+    for event in batch:
+        if event.confirm.done():
+            continue
+        if error is None:
+            event.confirm.set_result(None)
+        else:
+            event.confirm.set_exception(error)
+
+
 class Publisher:
     def __init__(self, url: str, topology: Topology, name: str, timeout: float) -> None:
         self._url = url
@@ -154,13 +165,9 @@ class Publisher:
                     async with asyncio.timeout(self._timeout):
                         await exchange.publish(message, routing_key=str(shard), mandatory=True)
                 except Exception as exc:  # each waiting request answers 503
-                    for event in batch:
-                        if not event.confirm.done():
-                            event.confirm.set_exception(exc)
+                    _answer(batch, exc)
                 else:
-                    for event in batch:
-                        if not event.confirm.done():
-                            event.confirm.set_result(None)
+                    _answer(batch, None)
         finally:
             waiting.busy = False
 
