@@ -44,7 +44,9 @@ class Settings(BaseSettings):
     shards: int = 4
     prefetch: int = 512
     batch_size: int = 300  # flush when this many messages are staged ...
-    flush_interval_ms: float = 5.0  # ... or this long after the first one was
+    # ... or this long after the batch was opened (the previous flush began), so an idle worker flushes at
+    # once and a busy one at most this often: 10 ms cut CPU per reply ~5 % against 5 ms in make bench-e2e.
+    flush_interval_ms: float = 10.0
     # Conversations a worker keeps in memory (least recently used beyond it are dropped when idle);
     # each holds its state and up to 256 recent event ids, a few KiB to ~20 KiB.
     conversation_cache: int = 100_000

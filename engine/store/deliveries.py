@@ -7,10 +7,12 @@ from datetime import datetime
 import asyncpg
 
 # Claiming moves queued -> sending exactly once, so a reply published twice is sent once.
+# `created_at = ANY($2)` repeats the join's condition so that the planner prunes the partitions before
+# planning them: planning the update over every monthly partition cost twice its execution.
 CLAIM_MANY = """
 UPDATE channel_messages m SET status = 'sending', attempts = attempts + 1, updated_at = now()
 FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, created_at)
-WHERE m.id = u.id AND m.created_at = u.created_at AND m.status = 'queued'
+WHERE m.id = u.id AND m.created_at = u.created_at AND m.created_at = ANY($2) AND m.status = 'queued'
 RETURNING m.id::text
 """
 TOUCH = "UPDATE channel_messages SET attempts = attempts + 1, updated_at = now() WHERE id = $1 AND created_at = $2"
@@ -19,7 +21,7 @@ UPDATE channel_messages m SET
     status = CASE WHEN m.status IN ('queued', 'sending') THEN 'sent' ELSE m.status END,
     platform_message_id = u.platform_id, sent_at = coalesce(m.sent_at, now()), updated_at = now()
 FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS u(id, created_at, platform_id)
-WHERE m.id = u.id AND m.created_at = u.created_at
+WHERE m.id = u.id AND m.created_at = u.created_at AND m.created_at = ANY($2)  -- pruned at plan time
 RETURNING m.channel_id, m.platform_message_id, EXISTS (
     SELECT 1 FROM pending_receipts p WHERE p.channel_id = m.channel_id AND p.platform_message_id = m.platform_message_id
 ) AS overtaken

@@ -83,3 +83,27 @@ async def _reads(pool: asyncpg.Pool, *others: asyncpg.Pool) -> int:
     for p in others:
         await p.execute("SELECT pg_stat_force_next_flush()")  # reported as this statement ends
     return int(await pool.fetchval(READS))
+
+
+def _relations(plan: object) -> set[str]:
+    """Every table an EXPLAIN (FORMAT JSON) plan reads or writes."""
+    if isinstance(plan, dict):
+        own = {plan["Relation Name"]} if "Relation Name" in plan else set()
+        return own.union(*(_relations(v) for v in plan.values()))
+    if isinstance(plan, list):
+        return set().union(*(_relations(v) for v in plan))
+    return set()
+
+
+async def test_claims_and_records_plan_only_the_partition_of_their_rows(pool: asyncpg.Pool) -> None:
+    """Planning an update of every monthly partition cost the sender's statements twice their
+    execution; the partitions their rows are not in are pruned before planning."""
+    row_id, created = await _row(pool, uuid.uuid4(), utc(time.time()))
+    month = await pool.fetchval("SELECT tableoid::regclass::text FROM channel_messages WHERE id = $1", row_id)
+    assert await pool.fetchval("SELECT count(*) FROM pg_inherits WHERE inhparent = 'channel_messages'::regclass") > 2
+    async with pool.acquire() as conn:
+        for sql, args in ((deliveries.CLAIM_MANY, ([row_id], [created])),
+                          (deliveries.MARK_SENT_MANY, ([row_id], [created], ["p1"]))):  # fmt: skip
+            plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args)
+            partitions = {t for t in _relations(plan) if t.startswith("channel_messages_")}
+            assert partitions == {month}, sql
