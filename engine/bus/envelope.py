@@ -31,7 +31,8 @@ class EnvelopeError(ValueError):
     """A body that is not a well-formed envelope of a version we read."""
 
 
-Item = InboundEvent | StatusEvent | OutboundMessage | ConversationCommand
+Inbound = InboundEvent | StatusEvent | ConversationCommand  # what an inbound shard carries
+Item = Inbound | OutboundMessage
 KINDS: dict[type, str] = {
     InboundEvent: "inbound",
     StatusEvent: "status",
@@ -66,21 +67,24 @@ def join_events(bodies: Sequence[bytes]) -> bytes:
     return b'{"v":%d,"kind":"events","data":[%b]}' % (VERSION, b",".join(bodies))
 
 
-def decode_events(body: bytes) -> list[Item]:
-    """The items of an inbound body: kind "events" (a list of envelopes), or any single item."""
+def decode_events(body: bytes) -> list[Inbound]:
+    """The items of an inbound shard's body: kind "events" (a list of envelopes), or any single item
+    but a reply (replies travel on the outbound shards); an events list must not be empty."""
     with _reading():
         kind, data = _opened(body)
-        if kind == "events":
-            return [_item(*_checked(env)) for env in data]
-        return [_item(kind, data)]
+        envelopes = [_checked(env) for env in data] if kind == "events" else [(kind, data)]
+        if not envelopes:
+            raise EnvelopeError("an events message without events")
+        return [_inbound(*env) for env in envelopes]
 
 
 def decode(body: bytes) -> Item:
     with _reading():
-        return _item(*_opened(body))
+        kind, data = _opened(body)
+        return reply_from(data) if kind == "outbound" else _inbound(kind, data)
 
 
-def _item(kind: str, data: Any) -> Item:
+def _inbound(kind: str, data: Any) -> Inbound:
     if kind == "inbound":
         data["channel_type"] = ChannelType(data["channel_type"])
         data["type"] = MessageType(data["type"])
@@ -88,10 +92,10 @@ def _item(kind: str, data: Any) -> Item:
     if kind == "status":
         data["status"] = DeliveryStatus(data["status"])
         return StatusEvent(**data)
-    if kind == "outbound":
-        return reply_from(data)
     if kind == "command":
         return ConversationCommand(**data)
+    if kind == "outbound":
+        raise EnvelopeError("an outbound message on an inbound shard")
     raise EnvelopeError(f"unknown envelope kind {kind!r}")
 
 

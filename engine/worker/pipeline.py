@@ -17,7 +17,7 @@ from engine.brain.catalog import Brain
 from engine.bus import envelope
 from engine.bus.consumer import Delivery, ShardConsumer
 from engine.bus.lanes import Lanes
-from engine.models import ConversationCommand, InboundEvent, OutboundMessage, Outcome, Reply, StatusEvent
+from engine.models import ConversationCommand, InboundEvent, Outcome, Reply, StatusEvent
 from engine.recovery import hooks as recovery
 from engine.store.pool import when_available
 from engine.values import utc
@@ -43,8 +43,6 @@ class Pipeline:
     def on_delivery(self, delivery: Delivery) -> None:
         try:
             items = envelope.decode_events(delivery.message.body)
-            if any(isinstance(item, OutboundMessage) for item in items):
-                raise envelope.EnvelopeError("an outbound message on an inbound shard")
         except envelope.EnvelopeError as exc:
             reason = str(exc)
             tag = delivery.message.delivery_tag
@@ -56,14 +54,14 @@ class Pipeline:
             self._route(part, item)
         metrics.LANES.set(len(self.lanes))
 
-    def _route(self, delivery: Delivery, item: envelope.Item) -> None:
+    def _route(self, delivery: Delivery, item: envelope.Inbound) -> None:
         if isinstance(item, StatusEvent):
             key = _delivery_key(delivery)
             self.flusher.batch.rows.statuses.append((key, item))
             self.flusher.add(delivery, key=key)
         elif isinstance(item, ConversationCommand):
             self.lanes.submit((item.channel_id, item.conversation_key), lambda: self._command(delivery, item))
-        elif isinstance(item, InboundEvent):
+        else:
             self.lanes.submit((item.channel_id, item.conversation_key), lambda: self._handle(delivery, item))
 
     async def _command(self, delivery: Delivery, command: ConversationCommand) -> None:

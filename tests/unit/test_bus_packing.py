@@ -57,3 +57,9 @@ def test_an_events_body_reads_back_as_its_items_in_order_and_a_single_item_body_
         envelope.decode_events(b'{"v":1,"kind":"events","data":[{"v":2,"kind":"inbound","data":{}}]}')
     with pytest.raises(envelope.EnvelopeError):
         envelope.decode(envelope.join_events(bodies))  # never taken for one item
+    with pytest.raises(envelope.EnvelopeError, match="without events"):  # would be a message never settled
+        envelope.decode_events(b'{"v":1,"kind":"events","data":[]}')
+    outbound = envelope.encode(reply(1, "5"))
+    for body in (outbound, envelope.join_events([bodies[0], outbound])):  # replies travel on outbound shards
+        with pytest.raises(envelope.EnvelopeError, match="outbound message on an inbound shard"):
+            envelope.decode_events(body)
