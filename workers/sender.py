@@ -32,6 +32,7 @@ class SenderProcess:
         s = self.settings
         topology = Topology.of(s)
         pool = await create_pool(s.database_url, max_size=10, reset=False)
+        keyed = await create_pool(s.database_url, max_size=4, reset=False, keyed=True)  # claims and records
         vault = await check_master_key(pool, s.master_key)  # refuses to start with a wrong key
         directory = ChannelDirectory(pool, vault, s.channel_cache_ttl)
         http = aiohttp.ClientSession(
@@ -43,7 +44,7 @@ class SenderProcess:
         channel = await open_channel(connection, prefetch=s.sender_prefetch)
         await declare_topology(channel, topology)
         self.consumer = consumer = ShardConsumer(channel, membership, topology.outbound_shards())
-        sender = Sender(s, pool, http, directory, consumer, await channel.get_exchange(topology.outbound))
+        sender = Sender(s, pool, keyed, http, directory, consumer, await channel.get_exchange(topology.outbound))
         tasks = [
             asyncio.create_task(
                 consumer.follow(sender.on_delivery, sender.release_shard, s.heartbeat_interval), name="membership"
@@ -64,6 +65,7 @@ class SenderProcess:
         await channel.close()
         await connection.close()
         await http.close()
+        await keyed.close()
         await pool.close()
         log.info("sender %s stopped", membership.me)
         if died:

@@ -43,6 +43,7 @@ class Sender:
         self,
         settings: Settings,
         pool: asyncpg.Pool,
+        keyed: asyncpg.Pool,
         http: aiohttp.ClientSession,
         directory: ChannelDirectory,
         consumer: ShardConsumer,
@@ -57,10 +58,11 @@ class Sender:
         self.topology = Topology.of(settings)
         self.limiter = RateLimiter()
         self.lanes = Lanes()
-        # Lanes claim and record one reply at a time; these join them into one statement per few ms.
-        self.claim: Coalescer[tuple[str, datetime], bool] = Coalescer(lambda rows: deliveries.claim_many(pool, rows))
+        # Lanes claim and record one reply at a time; these join them into one statement per few ms, on
+        # the pool of keyed plans (planned once per connection: store.pool.KEYED_PLANS).
+        self.claim: Coalescer[tuple[str, datetime], bool] = Coalescer(lambda rows: deliveries.claim_many(keyed, rows))
         self.record_sent: Coalescer[tuple[str, datetime, str | None], None] = Coalescer(
-            lambda rows: deliveries.mark_sent_many(pool, rows)
+            lambda rows: deliveries.mark_sent_many(keyed, rows)
         )
 
     async def release_shard(self, shard: int) -> None:

@@ -7,12 +7,16 @@ from datetime import datetime
 import asyncpg
 
 # Claiming moves queued -> sending exactly once, so a reply published twice is sent once.
-# `created_at = ANY($2)` repeats the join's condition so that the planner prunes the partitions before
-# planning them: planning the update over every monthly partition cost twice its execution.
+# Claims and sent records run on a pool of keyed plans (store.pool.KEYED_PLANS): planned once, as one
+# primary-key lookup per row. `created_at = ANY($2)` lets a custom plan prune the partitions the rows
+# are not in before planning them (tests, other pools). The claim says "queued" as "none of the other
+# statuses" so that no plan can read the partial index of pending rows (status IN ('queued',
+# 'sending')) in place of the key: a plan made while few rows were pending would read all of them.
 CLAIM_MANY = """
 UPDATE channel_messages m SET status = 'sending', attempts = attempts + 1, updated_at = now()
 FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, created_at)
-WHERE m.id = u.id AND m.created_at = u.created_at AND m.created_at = ANY($2) AND m.status = 'queued'
+WHERE m.id = u.id AND m.created_at = u.created_at AND m.created_at = ANY($2)
+  AND m.status NOT IN ('sending', 'sent', 'delivered', 'read', 'failed')
 RETURNING m.id::text
 """
 TOUCH = "UPDATE channel_messages SET attempts = attempts + 1, updated_at = now() WHERE id = $1 AND created_at = $2"
@@ -21,7 +25,7 @@ UPDATE channel_messages m SET
     status = CASE WHEN m.status IN ('queued', 'sending') THEN 'sent' ELSE m.status END,
     platform_message_id = u.platform_id, sent_at = coalesce(m.sent_at, now()), updated_at = now()
 FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS u(id, created_at, platform_id)
-WHERE m.id = u.id AND m.created_at = u.created_at AND m.created_at = ANY($2)  -- pruned at plan time
+WHERE m.id = u.id AND m.created_at = u.created_at AND m.created_at = ANY($2)
 RETURNING m.channel_id, m.platform_message_id, EXISTS (
     SELECT 1 FROM pending_receipts p WHERE p.channel_id = m.channel_id AND p.platform_message_id = m.platform_message_id
 ) AS overtaken

@@ -71,10 +71,31 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """No reset query on release (asyncpg still rolls back an open transaction first)."""
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, reset: bool = True) -> asyncpg.Pool:
+# Plan each execution of a cached statement for the table as it is now. A generic plan made while a
+# table was empty (a new deployment, a new month's partition) stays cached for the connection's life
+# and can scan the whole table (or the whole partial index of pending replies) per statement once it
+# has grown; with stale statistics (autovacuum behind, or off) that cost grows with every row written.
+CUSTOM_PLANS = {"plan_cache_mode": "force_custom_plan"}
+# For a pool whose every statement finds its rows by key (a join of unnest() of the keys to the index
+# that holds them): plan once per connection, and only with index lookups, so that the plan cannot
+# depend on how big the tables were when it was made. Planning at every execution cost the sender's
+# claims and records more than executing them (pg_stat_statements; docs/performance.md). A statement
+# run here must not let a partial index stand in for its key (see deliveries.CLAIM_MANY).
+KEYED_PLANS = {
+    "plan_cache_mode": "force_generic_plan",
+    "enable_seqscan": "off",
+    "enable_hashjoin": "off",
+    "enable_mergejoin": "off",
+}
+
+
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 10, reset: bool = True, keyed: bool = False
+) -> asyncpg.Pool:
     """reset=False: the pool's users never leave session state behind (no SET, LISTEN or advisory lock;
     those take connections of their own), so a release skips asyncpg's reset query, a round trip and a
-    statement per release (~8 % of a sender's CPU, and PostgreSQL's work with it)."""
+    statement per release (~8 % of a sender's CPU, and PostgreSQL's work with it).
+    keyed=True: KEYED_PLANS instead of CUSTOM_PLANS; read them before running anything else there."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
@@ -82,12 +103,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, reset:
         init=_init_connection,
         command_timeout=60,
         reset=None if reset else _keep_session,
-        # Plan each execution of a cached statement for the table as it is now. A generic plan made
-        # while a table was empty (a new deployment, a new month's partition) stays cached for the
-        # connection's life and can scan the whole table (or the whole partial index of pending
-        # replies) per statement once it has grown; with stale statistics (autovacuum behind, or
-        # off) that cost grows with every row written.
-        server_settings={"plan_cache_mode": "force_custom_plan"},
+        server_settings=KEYED_PLANS if keyed else CUSTOM_PLANS,
     )
     assert pool is not None
     return pool

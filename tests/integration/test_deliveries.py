@@ -56,14 +56,17 @@ FROM pg_stat_user_tables WHERE relname LIKE 'channel_messages%'
 async def test_a_claim_reads_only_its_rows_after_the_table_grew_under_a_cached_statement(
     pool: asyncpg.Pool, settings: Settings
 ) -> None:
-    """The sender's connections keep their prepared statements for their whole life. The claim was
-    first run while channel_messages was empty; 20,000 queued rows later it must still find its
-    rows by primary key, not scan the table or the index of every pending row."""
-    sender = await create_pool(settings.database_url, max_size=1, reset=False)  # one connection: one cache
+    """The sender's claims and records run on connections that plan each statement once, for their
+    whole life (store.pool.KEYED_PLANS). Planned while channel_messages was empty, 20,000 queued rows
+    later they must still find their rows by primary key, not scan the table or the index of every
+    pending row."""
+    sender = await create_pool(settings.database_url, max_size=1, reset=False, keyed=True)  # as the sender's
     try:
         channel = uuid.uuid4()
         for _ in range(8):  # past the executions after which PostgreSQL may settle on a generic plan
-            assert await deliveries.claim_many(sender, [(str(uuid.uuid4()), utc(time.time()))]) == [False]
+            unknown = (str(uuid.uuid4()), utc(time.time()))
+            assert await deliveries.claim_many(sender, [unknown]) == [False]
+            await deliveries.mark_sent_many(sender, [(*unknown, "p0")])
         await pool.execute(
             """INSERT INTO channel_messages (id, tenant_id, channel_id, conversation_id, body, created_at)
                SELECT gen_random_uuid(), $1, $1, $1, '{}'::jsonb, now() FROM generate_series(1, 20000)""",
@@ -72,10 +75,14 @@ async def test_a_claim_reads_only_its_rows_after_the_table_grew_under_a_cached_s
         mine = await _row(pool, channel, utc(time.time()))
         before = await _reads(pool, sender)
         assert await deliveries.claim_many(sender, [mine]) == [True]  # type: ignore[list-item]
-        read = await _reads(pool, sender) - before
+        claim_read = await _reads(pool, sender) - before
+        await deliveries.mark_sent_many(sender, [(*mine, "p1")])  # type: ignore[list-item]
+        record_read = await _reads(pool, sender) - before - claim_read
     finally:
         await sender.close()
-    assert read < 100, f"the claim read {read} rows of channel_messages"
+    assert claim_read < 100, f"the claim read {claim_read} rows of channel_messages"
+    assert record_read < 100, f"the sent record read {record_read} rows of channel_messages"
+    assert await pool.fetchval("SELECT status FROM channel_messages WHERE id = $1", mine[0]) == "sent"
 
 
 async def _reads(pool: asyncpg.Pool, *others: asyncpg.Pool) -> int:
