@@ -36,12 +36,18 @@ async def test_a_reply_is_claimed_once_even_twice_in_one_batch(pool: asyncpg.Poo
     assert await deliveries.claim_many(pool, [a, b]) == [False, False]  # type: ignore[list-item]
 
 
-async def test_recording_sends_applies_the_furthest_receipt_that_overtook_them(pool: asyncpg.Pool) -> None:
+async def test_recording_sends_applies_the_furthest_receipt_that_overtook_them(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
     channel = uuid.uuid4()
     a, b = await _row(pool, channel), await _row(pool, channel)
     await pool.execute(PENDING, channel, "wamid.A", "delivered")
     await pool.execute(PENDING, channel, "wamid.A", "read")
-    await deliveries.mark_sent_many(pool, [(a[0], a[1], "wamid.A"), (b[0], b[1], "wamid.B")])  # type: ignore[list-item]
+    sender = await create_pool(settings.database_url, max_size=1, reset=False, keyed=True)  # as the sender's
+    try:
+        await deliveries.mark_sent_many(sender, [(a[0], a[1], "wamid.A"), (b[0], b[1], "wamid.B")])  # type: ignore[list-item]
+    finally:
+        await sender.close()
     statuses = dict(await pool.fetch("SELECT platform_message_id, status FROM channel_messages"))
     assert statuses == {"wamid.A": "read", "wamid.B": "sent"}
     assert await pool.fetchval("SELECT count(*) FROM pending_receipts") == 0
