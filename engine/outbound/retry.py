@@ -6,8 +6,9 @@ Retry only what the platform says may succeed later (SendError.retryable); wait 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
@@ -30,17 +31,16 @@ def _wait(state: RetryCallState) -> float:
     return _backoff(state)
 
 
-def send_policy(attempts: int, **options: Any) -> AsyncRetrying:
-    return AsyncRetrying(
-        retry=retry_if_exception(_retryable), wait=_wait, stop=stop_after_attempt(attempts), reraise=True, **options
-    )
-
-
-async def with_retries(attempt: Callable[[bool], Awaitable[T]], attempts: int, **options: Any) -> T:
-    """attempt(retrying) under send_policy. Most sends succeed at once, and tenacity's bookkeeping
-    costs more than a send's own Python code, so the first attempt runs outside it; only a retryable
-    failure enters tenacity, as the outcome of its first attempt, so the waits and the count of
-    attempts are tenacity's. retrying is False for the first attempt only."""
+async def with_retries(
+    attempt: Callable[[bool], Awaitable[T]],
+    attempts: int,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,  # tests record the waits instead
+) -> T:
+    """attempt(retrying), retried up to `attempts` times in all. Most sends succeed at once, and
+    tenacity's bookkeeping costs more than a send's own Python code, so the first attempt runs outside
+    it; only a retryable failure enters tenacity, as the outcome of its first attempt, so the waits and
+    the count of attempts are tenacity's. retrying is False for the first attempt only."""
     try:
         return await attempt(False)
     except SendError as exc:
@@ -55,4 +55,7 @@ async def with_retries(attempt: Callable[[bool], Awaitable[T]], attempts: int, *
             raise failed
         return await attempt(True)
 
-    return await send_policy(attempts, **options)(again)
+    policy = AsyncRetrying(
+        retry=retry_if_exception(_retryable), wait=_wait, stop=stop_after_attempt(attempts), reraise=True, sleep=sleep
+    )
+    return await policy(again)
