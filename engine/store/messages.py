@@ -28,6 +28,7 @@ ON CONFLICT (id) DO UPDATE SET
     name = coalesce(EXCLUDED.name, channel_contacts.name),
     attributes = EXCLUDED.attributes,
     last_seen_at = greatest(channel_contacts.last_seen_at, EXCLUDED.last_seen_at)
+RETURNING id::text, recovery_queued_at
 """
 UPSERT_CONVERSATIONS = """
 INSERT INTO conversations (id, tenant_id, channel_id, contact_id, external_key, bot_id, status, flow_id,
@@ -192,10 +193,12 @@ async def flush(conn: asyncpg.Connection, batch: FlushRows) -> set[EventKey]:
     # The last snapshot of each contact and conversation, a duplicate's left out: its state is what
     # handling the event a second time made of it.
     states = [s for s in batch.states if s[0] not in duplicates]
+    recovery_queued: dict[str, datetime | None] = {}
     if states:
         contacts = {row[0]: row for _, row, _ in states}
         conversations = {row[0]: row for _, _, row in states}
-        await conn.execute(UPSERT_CONTACTS, *_columns(list(contacts.values()), 7))
+        upserted = await conn.fetch(UPSERT_CONTACTS, *_columns(list(contacts.values()), 7))
+        recovery_queued = {r["id"]: r["recovery_queued_at"] for r in upserted}
         await conn.execute(UPSERT_CONVERSATIONS, *_columns(list(conversations.values()), 13))
     history = [
         (h.id, h.tenant_id, h.channel_id, h.conversation_id, h.direction, h.sender, h.message_type, h.text,
@@ -226,6 +229,7 @@ async def flush(conn: asyncpg.Connection, batch: FlushRows) -> set[EventKey]:
     await recovery.flush_worker_effects(
         conn,
         [(contact, at) for key, contact, at in batch.recovery_replies if key not in duplicates],
+        recovery_queued,
         {
             c: (tenant, out, source, at)
             for key, c, tenant, out, source, at in batch.preferences

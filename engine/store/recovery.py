@@ -8,8 +8,8 @@ source id) and per (campaign, event, step) turn a retry into a no-op.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -237,10 +237,16 @@ INSERT INTO message_history (id, tenant_id, channel_id, conversation_id, directi
 VALUES ($1, $2, $3, $4, 'outbound', 'recovery', $5, $6, $7, $8)
 ON CONFLICT DO NOTHING
 """
+# The contact's recovery_queued_at moves with it: the worker's cue to look for a reply (MARK_REPLIED).
 MARK_QUEUED = """
-UPDATE recovery_messages SET status = 'queued', claimed_at = now(), queued_at = now(), conversation_id = $2,
-    channel_message_id = $3, channel_message_at = $4, kind = $5, template_name = $6, body = $7, updated_at = now()
-WHERE id = $1 AND status = 'pending'
+WITH queued AS (
+    UPDATE recovery_messages SET status = 'queued', claimed_at = now(), queued_at = now(), conversation_id = $2,
+        channel_message_id = $3, channel_message_at = $4, kind = $5, template_name = $6, body = $7,
+        updated_at = now()
+    WHERE id = $1 AND status = 'pending'
+    RETURNING contact_id, queued_at)
+UPDATE channel_contacts k SET recovery_queued_at = greatest(k.recovery_queued_at, q.queued_at)
+FROM queued q WHERE k.id = q.contact_id
 """
 MARK_SKIPPED = """
 UPDATE recovery_messages SET status = 'skipped', skip_reason = $2, claimed_at = now(), updated_at = now()
@@ -303,13 +309,14 @@ WHERE r.channel_message_id = m.id AND u.status IN ('delivered', 'read')
 
 # --- the worker: replies and opt-outs -------------------------------------------------------------
 
-# A contact's message after a recovery message marks the latest one sent to it (within 7 days) replied.
+# A contact's message after a recovery message marks the latest one sent to it (within the window) replied.
+REPLY_WINDOW = timedelta(days=7)
 MARK_REPLIED = """
 UPDATE recovery_messages r SET replied_at = u.at, updated_at = now()
 FROM (SELECT DISTINCT ON (u.contact_id) u.contact_id, u.at, m.id
       FROM unnest($1::uuid[], $2::timestamptz[]) AS u(contact_id, at)
       JOIN recovery_messages m ON m.contact_id = u.contact_id
-      WHERE m.queued_at IS NOT NULL AND m.queued_at <= u.at AND m.queued_at > u.at - interval '7 days'
+      WHERE m.queued_at IS NOT NULL AND m.queued_at <= u.at AND m.queued_at > u.at - $3::interval
         AND m.status IN ('queued', 'sent', 'delivered', 'read')
       ORDER BY u.contact_id, m.queued_at DESC) u
 WHERE r.id = u.id AND r.replied_at IS NULL
@@ -398,15 +405,27 @@ def columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]
 async def flush_worker_effects(
     conn: asyncpg.Connection,
     replies: Sequence[tuple[str, datetime]],
+    queued_at: Mapping[str, datetime | None],
     preferences: dict[str, tuple[str, bool, str, datetime]],
 ) -> None:
     """The worker's part, inside its batch transaction: replies to recovery messages and opt-outs.
-    replies: (contact id, at); preferences: {contact id: (tenant id, opted out, source, at)}."""
+    replies: (contact id, at); queued_at: {contact id: its recovery_queued_at}, as the contact upsert
+    returned it; preferences: {contact id: (tenant id, opted out, source, at)}."""
+    replies = [(contact, at) for contact, at in replies if may_reply(contact, at, queued_at)]
     if replies:
-        await conn.execute(MARK_REPLIED, *columns(list(replies), 2))
+        await conn.execute(MARK_REPLIED, *columns(replies, 2), REPLY_WINDOW)
     if preferences:
         rows = [(contact, *values) for contact, values in preferences.items()]
         await conn.execute(UPSERT_PREFERENCES, *columns(rows, 5))
+
+
+def may_reply(contact: str, at: datetime, queued_at: Mapping[str, datetime | None]) -> bool:
+    """Whether a message from the contact at `at` can answer a recovery message: one was queued to it
+    within the window before. A contact the batch did not upsert is looked for all the same."""
+    if contact not in queued_at:
+        return True
+    last = queued_at[contact]
+    return last is not None and last > at - REPLY_WINDOW
 
 
 async def apply_receipts(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:

@@ -18,6 +18,7 @@ from engine.recovery.decide import decide
 from engine.recovery.render import Scope, render, whatsapp_template
 from engine.recovery.setup import RecoveryDefinitionError, parse
 from engine.recovery.window import message_kind, next_opening
+from engine.store.recovery import REPLY_WINDOW, may_reply
 
 SQL = (Path(__file__).resolve().parents[2] / "sql" / "0007_recovery.sql").read_text()
 
@@ -173,3 +174,13 @@ def test_the_scheduler_keys_a_new_conversation_as_the_worker_does() -> None:
     assert scheduler_id("c9b1a7f4-0000-4000-8000-000000000001", "34600") == worker_id(
         "c9b1a7f4-0000-4000-8000-000000000001", "34600"
     )
+
+
+def test_a_message_can_answer_only_a_recovery_message_queued_within_the_window() -> None:
+    at = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    queued = {"never": None, "recent": at - timedelta(hours=1), "old": at - REPLY_WINDOW, "later": at + timedelta(1)}
+    assert not may_reply("never", at, queued)
+    assert may_reply("recent", at, queued)
+    assert not may_reply("old", at, queued)  # the window is open at its start, as MARK_REPLIED says
+    assert may_reply("later", at, queued)  # the latest was queued after; one before may still be in the window
+    assert may_reply("not upserted", at, queued)  # unknown: looked for
