@@ -6,6 +6,8 @@ from datetime import datetime
 
 import asyncpg
 
+from engine.store import columns
+
 # Claiming moves queued -> sending exactly once, so a reply published twice is sent once.
 # Claims and sent records run on a pool of keyed plans (store.pool.KEYED_PLANS): planned once, as one
 # primary-key lookup per row. `created_at = ANY($2)` lets a custom plan prune the partitions the rows
@@ -83,7 +85,7 @@ async def claim_many(pool: asyncpg.Pool, rows: list[tuple[str, datetime]]) -> li
 
 async def mark_sent_many(pool: asyncpg.Pool, rows: list[tuple[str, datetime, str | None]]) -> list[None]:
     """mark_sent() for many rows in one statement; then the receipts that overtook them (rare) applied."""
-    sent = await pool.fetch(MARK_SENT_MANY, *(list(col) for col in zip(*rows, strict=True)))
+    sent = await pool.fetch(MARK_SENT_MANY, *columns(rows, 3))
     if overtaken := [r for r in sent if r["overtaken"]]:
         channels, platform_ids = [r["channel_id"] for r in overtaken], [r["platform_message_id"] for r in overtaken]
         await pool.execute(APPLY_PENDING_MANY, channels, platform_ids)

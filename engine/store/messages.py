@@ -6,7 +6,6 @@ batch, whatever its size), and every insert is idempotent so a redelivered batch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from engine.models import STATUS_RANK, Contact, Conversation, OutboundMessage, StatusEvent, ToolRun
-from engine.store import recovery
+from engine.store import columns, recovery
 from engine.values import json_text, utc
 
 EventKey = tuple[str, str]  # (channel_id, event_id)
@@ -175,11 +174,6 @@ class FlushRows:
         )
 
 
-def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
-    """Rows to the per-column lists that unnest() takes."""
-    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
-
-
 async def flush(conn: asyncpg.Connection, batch: FlushRows) -> set[EventKey]:
     """Write the batch; returns the events found already in the ledger (late duplicates), whose
     message rows, replies, tool runs and state were left out. Must run inside the caller's transaction."""
@@ -197,9 +191,9 @@ async def flush(conn: asyncpg.Connection, batch: FlushRows) -> set[EventKey]:
     if states:
         contacts = {row[0]: row for _, row, _ in states}
         conversations = {row[0]: row for _, _, row in states}
-        upserted = await conn.fetch(UPSERT_CONTACTS, *_columns(list(contacts.values()), 7))
+        upserted = await conn.fetch(UPSERT_CONTACTS, *columns(list(contacts.values()), 7))
         recovery_queued = {r["id"]: r["recovery_queued_at"] for r in upserted}
-        await conn.execute(UPSERT_CONVERSATIONS, *_columns(list(conversations.values()), 13))
+        await conn.execute(UPSERT_CONVERSATIONS, *columns(list(conversations.values()), 13))
     history = [
         (h.id, h.tenant_id, h.channel_id, h.conversation_id, h.direction, h.sender, h.message_type, h.text,
          json_text(h.payload), h.external_id, h.created_at)
@@ -207,14 +201,14 @@ async def flush(conn: asyncpg.Connection, batch: FlushRows) -> set[EventKey]:
         if key not in duplicates
     ]  # fmt: skip
     if history:
-        await conn.execute(INSERT_HISTORY, *_columns(history, 11))
+        await conn.execute(INSERT_HISTORY, *columns(history, 11))
     outbound = [
         (m.id, m.tenant_id, m.channel_id, m.conversation_id, history_id, json_text(m), utc(m.created_at))
         for key, m, history_id in batch.outbound
         if key not in duplicates
     ]
     if outbound:
-        await conn.execute(INSERT_CHANNEL_MESSAGES, *_columns(outbound, 7))
+        await conn.execute(INSERT_CHANNEL_MESSAGES, *columns(outbound, 7))
     tool_runs = [
         (r.id, tenant, conversation, r.tool_id, r.tool_name, r.status, r.attempts, r.duration_ms, json_text(r.request),
          None if r.response is None else json_text(r.response), r.error, r.idempotency_key,
@@ -223,7 +217,7 @@ async def flush(conn: asyncpg.Connection, batch: FlushRows) -> set[EventKey]:
         if key not in duplicates
     ]  # fmt: skip
     if tool_runs:
-        await conn.execute(INSERT_TOOL_RUNS, *_columns(tool_runs, 13))
+        await conn.execute(INSERT_TOOL_RUNS, *columns(tool_runs, 13))
     if batch.statuses:
         await apply_statuses(conn, [s for _, s in batch.statuses])
     await recovery.flush_worker_effects(
@@ -249,5 +243,5 @@ async def apply_statuses(conn: asyncpg.Connection, statuses: list[StatusEvent]) 
         (s.channel_id, s.platform_message_id, s.status.value, utc(s.timestamp), s.error_code, s.error)
         for s in furthest.values()
     ]
-    await conn.execute(APPLY_STATUSES, *_columns(rows, 6))
+    await conn.execute(APPLY_STATUSES, *columns(rows, 6))
     await recovery.apply_receipts(conn, rows)

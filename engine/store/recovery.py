@@ -14,6 +14,8 @@ from typing import Any
 
 import asyncpg
 
+from engine.store import columns
+
 # --- tenant file ----------------------------------------------------------------------------------
 
 SELECT_SETTINGS_SECRETS = "SELECT secrets FROM recovery_settings WHERE tenant_id = $1"
@@ -395,11 +397,6 @@ GROUP BY c.id, c.slug, c.name
 ORDER BY c.slug
 """
 SELECT_TENANT_ID = "SELECT id::text FROM organizations WHERE slug = $1"
-
-
-def columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
-    """Rows to the per-column lists that unnest() takes."""
-    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
 async def flush_worker_effects(

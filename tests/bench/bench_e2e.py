@@ -11,12 +11,15 @@ every reply is matched to its webhook. Each repetition drives:
 
   1. the engine, closed loop (BENCH_CONNECTIONS connections, BENCH_MESSAGES Telegram updates):
      replies delivered per second (first request to last reply), latencies, lost, duplicated;
-  2. the engine, open loop at BENCH_RATE/s for BENCH_RATE_SECONDS: webhook ack and reply latency;
-  3. the bare pipeline, closed loop, the same traffic: rows landed per second, lost, duplicated;
-  4. the two-hop floor (bare_pipeline.py --replies), closed loop, the same traffic: the engine's shape
+  2. the bare pipeline, closed loop, the same traffic: rows landed per second, lost, duplicated;
+  3. the two-hop floor (bare_pipeline.py --replies), closed loop, the same traffic: the engine's shape
      (receiver, queue, consumer + database, queue, sender, platform API) with none of its work. Its
      replies/s over the bare pipeline's rows/s is the best ratio any engine of that shape could reach
      on this machine and stack; the engine's replies/s over it is what the engine's own work costs.
+  4. the engine, open loop at BENCH_RATE/s for BENCH_RATE_SECONDS: webhook ack and reply latency.
+
+The three closed loops run back to back, so a ratio's two terms share the machine's state as closely
+as they can: on a shared 2-core machine its speed drifts from one minute to the next.
 
 Before the first repetition, a warm-up (BENCH_WARMUP updates, one per chat by default; 0 for none)
 runs the engine, the bare pipeline and the floor once, not counted: every measured repetition then
@@ -391,15 +394,15 @@ async def bench(
                 for spy in spies:
                     spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
                     spy.wait(timeout=60)
-                rate_records = traffic(seed=100 + rep, messages=int(RATE * RATE_SECONDS), chats=CHATS)
-                rate_items = plan(rate_records, targets, Options(rate=RATE, duration=RATE_SECONDS))
-                opened = await run_replying(engine_url, rate_items, recorder, ReplayOptions(retries=3), engine)
-                procs.check()
                 bare_result = await run_bare(f"http://127.0.0.1:{bare_port}", records, pool, bare_meter)
                 procs.check()
                 floor_items = plan(records, {"telegram": BARE_TARGET}, Options())
                 floor_result = await run_replying(f"http://127.0.0.1:{floor_port}", floor_items, recorder,
                                                   closed_loop, floor_meter)  # fmt: skip
+                procs.check()
+                rate_records = traffic(seed=100 + rep, messages=int(RATE * RATE_SECONDS), chats=CHATS)
+                rate_items = plan(rate_records, targets, Options(rate=RATE, duration=RATE_SECONDS))
+                opened = await run_replying(engine_url, rate_items, recorder, ReplayOptions(retries=3), engine)
                 procs.check()
                 landed, floor_rate = bare_result["landed_per_s"], floor_result["replies_per_s"]
                 ratio = closed["replies_per_s"] / landed if landed else 0.0
