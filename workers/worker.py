@@ -51,8 +51,10 @@ class WorkerProcess:
         outbound = await channel.get_exchange(topology.outbound)
 
         self.consumer = consumer = ShardConsumer(channel, membership, topology.inbound_shards())
+        # The flush's statements find their rows by key: planned once per connection (docs/performance.md).
+        keyed = await create_pool(s.database_url, max_size=1, reset=False, keyed=True)  # one flush at a time
         flusher = Flusher(
-            pool, consumer, outbound, topology, cache, batch_size=s.batch_size, interval_ms=s.flush_interval_ms
+            keyed, consumer, outbound, topology, cache, batch_size=s.batch_size, interval_ms=s.flush_interval_ms
         )
         pipeline = Pipeline(brain, cache, consumer, flusher, s.shutdown_grace)
         membership_task = asyncio.create_task(
@@ -82,6 +84,7 @@ class WorkerProcess:
         await connection.close()
         await brain.stop()
         await http.close()
+        await keyed.close()
         await pool.close()
         log.info("worker %s stopped", membership.me)
         if died:

@@ -79,14 +79,22 @@ CUSTOM_PLANS = {"plan_cache_mode": "force_custom_plan"}
 # For a pool whose every statement finds its rows by key (a join of unnest() of the keys to the index
 # that holds them): plan once per connection, and only with index lookups, so that the plan cannot
 # depend on how big the tables were when it was made. Planning at every execution cost the sender's
-# claims and records more than executing them (pg_stat_statements; docs/performance.md). A statement
-# run here must not let a partial index stand in for its key (see deliveries.CLAIM_MANY).
+# claims and records more than executing them, and the worker's inserts a sixth of their cost
+# (pg_stat_statements; docs/performance.md). A statement run here must not let a partial index stand
+# in for its key (see deliveries.CLAIM_MANY); one that can read a table other than by key runs after
+# plan_per_call().
 KEYED_PLANS = {
     "plan_cache_mode": "force_generic_plan",
     "enable_seqscan": "off",
     "enable_hashjoin": "off",
     "enable_mergejoin": "off",
 }
+
+
+async def plan_per_call(conn: asyncpg.Connection) -> None:
+    """Inside a transaction on a keyed connection, before a statement whose best plan depends on its
+    arguments or the size of its tables: every statement until the commit is planned for its call."""
+    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
 
 
 async def create_pool(

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from engine.store import columns
+from engine.store.pool import plan_per_call
 
 # --- tenant file ----------------------------------------------------------------------------------
 
@@ -410,6 +411,8 @@ async def flush_worker_effects(
     returned it; preferences: {contact id: (tenant id, opted out, source, at)}."""
     replies = [(contact, at) for contact, at in replies if may_reply(contact, at, queued_at)]
     if replies:
+        # Planned once, it could read every queued recovery message (made while there were few).
+        await plan_per_call(conn)
         await conn.execute(MARK_REPLIED, *columns(replies, 2), REPLY_WINDOW)
     if preferences:
         rows = [(contact, *values) for contact, values in preferences.items()]
@@ -429,4 +432,5 @@ async def apply_receipts(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...
     """Delivered/read receipts (channel id, platform id, status, at, ...) onto recovery messages."""
     receipts = [r[:4] for r in rows if r[2] in ("delivered", "read")]
     if receipts:
+        await plan_per_call(conn)  # as MARK_REPLIED: it joins recovery_messages
         await conn.execute(APPLY_RECEIPTS, *columns(receipts, 4))
