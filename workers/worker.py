@@ -34,6 +34,8 @@ class WorkerProcess:
         s = self.settings
         topology = Topology.of(s)
         pool = await create_pool(s.database_url, max_size=5, reset=False)
+        # The flush's statements find their rows by key: planned once per connection (docs/performance.md).
+        keyed = await create_pool(s.database_url, max_size=1, reset=False, keyed=True)  # one flush at a time
         await check_master_key(pool, s.master_key)  # no tool may run with missing or wrong secrets
         # Tools' HTTP: no loopback / private / metadata address unless the operator allows it.
         http = egress.session(egress.EgressPolicy.parse(s.tool_allow_hosts, s.tool_allow_networks), s.send_timeout)
@@ -51,8 +53,6 @@ class WorkerProcess:
         outbound = await channel.get_exchange(topology.outbound)
 
         self.consumer = consumer = ShardConsumer(channel, membership, topology.inbound_shards())
-        # The flush's statements find their rows by key: planned once per connection (docs/performance.md).
-        keyed = await create_pool(s.database_url, max_size=1, reset=False, keyed=True)  # one flush at a time
         flusher = Flusher(
             keyed, consumer, outbound, topology, cache, batch_size=s.batch_size, interval_ms=s.flush_interval_ms
         )
