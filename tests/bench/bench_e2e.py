@@ -27,7 +27,7 @@ finds the same state (each chat's contact and conversation exist, every pool and
 place of the first one alone creating 1,000 contacts and conversations on an idle machine.
 
 Three repetitions (BENCH_REPS); the median and the spread (min-max) of each figure, and the ratio
-engine replies/s over bare rows/s. Defaults keep a whole run under about 7 minutes.
+engine replies/s over bare rows/s. Defaults keep a whole run to about 3 minutes.
 """
 
 from __future__ import annotations
