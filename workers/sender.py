@@ -9,10 +9,9 @@ import logging
 import aiohttp
 import orjson
 
-from engine.bus.connection import connect, open_channel
 from engine.bus.consumer import ShardConsumer
 from engine.bus.shards import Membership
-from engine.bus.topology import Topology, check_shard_count, declare_topology
+from engine.bus.topology import Topology, open_for_shards
 from engine.outbound.sender import Sender
 from engine.settings import Settings
 from engine.store.channels import ChannelDirectory
@@ -39,10 +38,7 @@ class SenderProcess:
             timeout=aiohttp.ClientTimeout(total=s.send_timeout), json_serialize=lambda o: orjson.dumps(o).decode()
         )
         membership = Membership(pool, "sender", s.lease_ttl)
-        connection = await connect(s.amqp_url, membership.me)
-        await check_shard_count(connection, topology)
-        channel = await open_channel(connection, prefetch=s.sender_prefetch)
-        await declare_topology(channel, topology)
+        connection, channel = await open_for_shards(s.amqp_url, membership.me, topology, s.sender_prefetch)
         self.consumer = consumer = ShardConsumer(channel, membership, topology.outbound_shards())
         sender = Sender(s, pool, keyed, http, directory, consumer, await channel.get_exchange(topology.outbound))
         tasks = [

@@ -10,10 +10,9 @@ import logging
 
 from engine.brain.catalog import Brain
 from engine.brain.tools import egress
-from engine.bus.connection import connect, open_channel
 from engine.bus.consumer import ShardConsumer
 from engine.bus.shards import Membership
-from engine.bus.topology import Topology, check_shard_count, declare_topology
+from engine.bus.topology import Topology, open_for_shards
 from engine.settings import Settings
 from engine.store.credentials import check_master_key
 from engine.store.pool import create_pool
@@ -46,10 +45,7 @@ class WorkerProcess:
         gc.freeze()
         cache = ConversationCache(pool, max_entries=s.conversation_cache)
         membership = Membership(pool, "worker", s.lease_ttl)
-        connection = await connect(s.amqp_url, membership.me)
-        await check_shard_count(connection, topology)
-        channel = await open_channel(connection, prefetch=s.prefetch)
-        await declare_topology(channel, topology)
+        connection, channel = await open_for_shards(s.amqp_url, membership.me, topology, s.prefetch)
         outbound = await channel.get_exchange(topology.outbound)
 
         self.consumer = consumer = ShardConsumer(channel, membership, topology.inbound_shards())

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractRobustChannel, AbstractRobustConnection
 
+from engine.bus.connection import connect, open_channel
 from engine.models import ChannelType, OutboundMessage
 from engine.settings import Settings
 
@@ -220,3 +221,20 @@ async def delete_topology(channel: AbstractChannel, topology: Topology) -> None:
         await channel.queue_delete(q.name)
     for ex in exchanges:
         await channel.exchange_delete(ex.name)
+
+
+async def open_for_shards(
+    url: str, name: str, topology: Topology, prefetch: int
+) -> tuple[AbstractRobustConnection, AbstractRobustChannel]:
+    """What a shard consumer (the worker, the sender) opens before it takes shards: a robust
+    connection, the shard count checked against the broker's queues, a channel with the prefetch and
+    the topology declared on it."""
+    connection = await connect(url, name)
+    try:
+        await check_shard_count(connection, topology)
+        channel = await open_channel(connection, prefetch=prefetch)
+        await declare_topology(channel, topology)
+    except BaseException:
+        await connection.close()
+        raise
+    return connection, channel
