@@ -13,6 +13,7 @@ from engine.settings import Settings
 from engine.store import deliveries
 from engine.store.pool import create_pool
 from engine.values import utc
+from tests.table_reads import rows_read
 
 INSERT = """
 INSERT INTO channel_messages (id, tenant_id, channel_id, conversation_id, body, created_at)
@@ -53,12 +54,6 @@ async def test_recording_sends_applies_the_furthest_receipt_that_overtook_them(
     assert await pool.fetchval("SELECT count(*) FROM pending_receipts") == 0
 
 
-READS = """
-SELECT coalesce(sum(seq_tup_read), 0) + coalesce(sum(idx_tup_fetch), 0)
-FROM pg_stat_user_tables WHERE relname LIKE 'channel_messages%'
-"""
-
-
 async def test_a_claim_reads_only_its_rows_after_the_table_grew_under_a_cached_statement(
     pool: asyncpg.Pool, settings: Settings
 ) -> None:
@@ -79,23 +74,16 @@ async def test_a_claim_reads_only_its_rows_after_the_table_grew_under_a_cached_s
             channel,
         )
         mine = await _row(pool, channel, utc(time.time()))
-        before = await _reads(pool, sender)
+        before = await rows_read(pool, "channel_messages%", sender)
         assert await deliveries.claim_many(sender, [mine]) == [True]  # type: ignore[list-item]
-        claim_read = await _reads(pool, sender) - before
+        claim_read = await rows_read(pool, "channel_messages%", sender) - before
         await deliveries.mark_sent_many(sender, [(*mine, "p1")])  # type: ignore[list-item]
-        record_read = await _reads(pool, sender) - before - claim_read
+        record_read = await rows_read(pool, "channel_messages%", sender) - before - claim_read
     finally:
         await sender.close()
     assert claim_read < 100, f"the claim read {claim_read} rows of channel_messages"
     assert record_read < 100, f"the sent record read {record_read} rows of channel_messages"
     assert await pool.fetchval("SELECT status FROM channel_messages WHERE id = $1", mine[0]) == "sent"
-
-
-async def _reads(pool: asyncpg.Pool, *others: asyncpg.Pool) -> int:
-    """Rows of channel_messages read by scans so far, once the others' connections reported theirs."""
-    for p in others:
-        await p.execute("SELECT pg_stat_force_next_flush()")  # reported as this statement ends
-    return int(await pool.fetchval(READS))
 
 
 def _relations(plan: object) -> set[str]:

@@ -14,11 +14,7 @@ from engine.models import DeliveryStatus, StatusEvent
 from engine.settings import Settings
 from engine.store import messages
 from engine.store.pool import create_pool
-
-READS = """
-SELECT coalesce(sum(seq_tup_read), 0) + coalesce(sum(idx_tup_fetch), 0)
-FROM pg_stat_user_tables WHERE relname LIKE $1
-"""
+from tests.table_reads import rows_read
 
 
 def _receipt(channel: str, platform_id: str) -> messages.FlushRows:
@@ -29,11 +25,6 @@ def _receipt(channel: str, platform_id: str) -> messages.FlushRows:
 async def _flush(worker: asyncpg.Pool, rows: messages.FlushRows) -> None:
     async with worker.acquire() as conn, conn.transaction():
         await messages.flush(conn, rows)
-
-
-async def _reads(pool: asyncpg.Pool, worker: asyncpg.Pool, tables: str) -> int:
-    await worker.execute("SELECT pg_stat_force_next_flush()")  # the worker's reads, reported
-    return int(await pool.fetchval(READS, tables))
 
 
 async def test_a_receipt_reads_only_its_message_after_the_table_grew_under_a_cached_statement(
@@ -53,9 +44,9 @@ async def test_a_receipt_reads_only_its_message_after_the_table_grew_under_a_cac
             channel,
             now,
         )
-        before = await _reads(pool, worker, "channel_messages%")
+        before = await rows_read(pool, "channel_messages%", worker)
         await _flush(worker, _receipt(channel, "p7"))
-        read = await _reads(pool, worker, "channel_messages%") - before
+        read = await rows_read(pool, "channel_messages%", worker) - before
     finally:
         await worker.close()
     assert read < 100, f"the receipt read {read} rows of channel_messages"
@@ -95,9 +86,9 @@ async def test_a_reply_reads_only_its_contacts_recovery_messages_after_the_table
             event,
             uuid.UUID(contact),
         )
-        before = await _reads(pool, worker, "recovery_messages")
+        before = await rows_read(pool, "recovery_messages", worker)
         await _flush(worker, _reply(contact))
-        read = await _reads(pool, worker, "recovery_messages") - before
+        read = await rows_read(pool, "recovery_messages", worker) - before
     finally:
         await worker.close()
     assert read < 100, f"the reply read {read} rows of recovery_messages"
