@@ -371,35 +371,36 @@ async def bench(
             targets = from_tenant_file(tenant_file)
             await pool.execute("TRUNCATE bare_messages")
             closed_loop = ReplayOptions(connections=CONNECTIONS, retries=3)
+
+            async def closed_loops(
+                records: list[Record], spies: list[subprocess.Popen[bytes]]
+            ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+                """The engine, the bare pipeline and the floor, closed loop on the same traffic, back to
+                back; the profiles (spies) cover the engine's loop only."""
+                engine_items = plan(records, targets, Options())
+                closed = await run_replying(engine_url, engine_items, recorder, closed_loop, engine)
+                procs.check()
+                for spy in spies:
+                    spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+                    spy.wait(timeout=60)
+                bare = await run_bare(f"http://127.0.0.1:{bare_port}", records, pool, bare_meter)
+                procs.check()
+                floor_items = plan(records, {"telegram": BARE_TARGET}, Options())
+                floor = await run_replying(f"http://127.0.0.1:{floor_port}", floor_items, recorder, closed_loop,
+                                           floor_meter)  # fmt: skip
+                procs.check()
+                return closed, bare, floor
+
             if WARMUP:
                 warm = traffic(seed=0, messages=WARMUP, chats=CHATS)
-                engine_warm = await run_replying(
-                    engine_url, plan(warm, targets, Options()), recorder, closed_loop, engine
-                )
-                bare_warm = await run_bare(f"http://127.0.0.1:{bare_port}", warm, pool, bare_meter)
-                floor_warm = await run_replying(f"http://127.0.0.1:{floor_port}",
-                                                plan(warm, {"telegram": BARE_TARGET}, Options()), recorder,
-                                                closed_loop, floor_meter)  # fmt: skip
-                procs.check()
+                engine_warm, bare_warm, floor_warm = await closed_loops(warm, [])
                 print(f"warm-up, {len(warm)} updates, not counted: engine {engine_warm['replies_per_s']:.0f} "
                       f"replies/s (lost {engine_warm['lost']}), bare {bare_warm['landed_per_s']:.0f} rows/s, "
                       f"floor {floor_warm['replies_per_s']:.0f} replies/s", flush=True)  # fmt: skip
             for rep in range(REPS):
                 records = traffic(seed=rep + 1, messages=MESSAGES, chats=CHATS)
                 spies = profile(procs, PROFILE) if PROFILE and rep == 0 else []
-                closed = await run_replying(
-                    engine_url, plan(records, targets, Options()), recorder, closed_loop, engine
-                )
-                procs.check()
-                for spy in spies:
-                    spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
-                    spy.wait(timeout=60)
-                bare_result = await run_bare(f"http://127.0.0.1:{bare_port}", records, pool, bare_meter)
-                procs.check()
-                floor_items = plan(records, {"telegram": BARE_TARGET}, Options())
-                floor_result = await run_replying(f"http://127.0.0.1:{floor_port}", floor_items, recorder,
-                                                  closed_loop, floor_meter)  # fmt: skip
-                procs.check()
+                closed, bare_result, floor_result = await closed_loops(records, spies)
                 rate_records = traffic(seed=100 + rep, messages=int(RATE * RATE_SECONDS), chats=CHATS)
                 rate_items = plan(rate_records, targets, Options(rate=RATE, duration=RATE_SECONDS))
                 opened = await run_replying(engine_url, rate_items, recorder, ReplayOptions(retries=3), engine)
