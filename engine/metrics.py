@@ -36,6 +36,11 @@ OWNED_SHARDS = Gauge("engine_owned_shards", "Shard queues this process consumes"
 LANES = Gauge("engine_active_lanes", "Conversations with work in flight in this worker")
 
 SENDS = Counter("engine_sends_total", "Outbound sends by channel type and outcome", ["channel_type", "outcome"])
+CLAIMS = Counter(
+    "engine_send_claims_total",
+    "Replies taken to send, by what claimed their row: the worker's commit (their first copy) or the sender",
+    ["by"],
+)
 SEND_SECONDS = Histogram("engine_send_seconds", "Platform send API latency", ["channel_type"])
 
 CAPTURED = Counter("engine_webhooks_captured_total", "Webhook requests written to channel_webhooks", ["channel_type"])

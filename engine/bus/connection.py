@@ -10,6 +10,11 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, Abstrac
 from engine.bus import envelope
 from engine.models import OutboundMessage
 
+# On a replies message only its committer (the worker, after the commit that created the rows) sets:
+# this is the only copy, delivered for the first time unless the broker says redelivered. A copy of a
+# message (retried, set aside, replayed) never carries it, nor does the sweeper's re-publish.
+FIRST_COPY_HEADER = "x-first-copy"
+
 
 async def connect(url: str, name: str) -> AbstractRobustConnection:
     """A robust connection: it reconnects by itself and re-declares what its channels declared."""
@@ -23,13 +28,16 @@ async def open_channel(connection: AbstractRobustConnection, prefetch: int = 0) 
     return channel
 
 
-def _persistent(body: bytes, message_id: str, correlation_id: str) -> aio_pika.Message:
+def _persistent(
+    body: bytes, message_id: str, correlation_id: str, headers: dict[str, Any] | None = None
+) -> aio_pika.Message:
     return aio_pika.Message(
         body,
         content_type=envelope.CONTENT_TYPE,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=message_id,
         correlation_id=correlation_id,
+        headers=headers,
     )
 
 
@@ -42,19 +50,26 @@ def events_message(bodies: list[bytes], message_id: str, correlation_id: str) ->
     return _persistent(envelope.join_events(bodies), message_id, correlation_id)
 
 
-def replies_message(replies: list[OutboundMessage]) -> aio_pika.Message:
-    """One persistent message carrying several replies (envelope kind "replies")."""
-    return _persistent(envelope.encode_replies(replies), replies[0].id, replies[0].conversation_id)
+def replies_message(replies: list[OutboundMessage], *, first_copy: bool = False) -> aio_pika.Message:
+    """One persistent message carrying several replies (envelope kind "replies"). first_copy: published
+    once, by the commit that created their rows (FIRST_COPY_HEADER)."""
+    headers = {FIRST_COPY_HEADER: True} if first_copy else None
+    return _persistent(envelope.encode_replies(replies), replies[0].id, replies[0].conversation_id, headers)
+
+
+def is_first_copy(message: AbstractIncomingMessage) -> bool:
+    """The committer's own publish of a replies message, delivered for the first time."""
+    return bool(message.headers and message.headers.get(FIRST_COPY_HEADER)) and not message.redelivered
 
 
 def copy_of(message: AbstractIncomingMessage, headers: dict[str, Any], body: bytes | None = None) -> aio_pika.Message:
     """A persistent copy of a received message with other headers (and another body): to retry, set
-    aside or replay it."""
+    aside or replay it. A copy is never a first copy."""
     return aio_pika.Message(
         message.body if body is None else body,
         content_type=message.content_type,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=message.message_id,
         correlation_id=message.correlation_id,
-        headers=headers,
+        headers={k: v for k, v in headers.items() if k != FIRST_COPY_HEADER},
     )

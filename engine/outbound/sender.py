@@ -2,8 +2,9 @@
 
 Per chat, replies go out one after another in order (a lane per conversation); across chats and
 platforms sends run concurrently, so a slow or rate-limited platform holds up only its own chats.
-Each send: claim the channel_messages row (queued -> sending, once), wait for the rate limiter,
-call the platform with retries for what is retryable, record sent (with the platform id) or failed.
+Each send: claim the channel_messages row (queued -> sending, once) unless the worker's commit
+already did (first_copy), wait for the rate limiter, call the platform with retries for what is
+retryable, record sent (with the platform id) or failed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from aio_pika.abc import AbstractExchange
 
 from engine import channels, metrics
 from engine.bus import envelope
-from engine.bus.connection import replies_message
+from engine.bus.connection import is_first_copy, replies_message
 from engine.bus.consumer import CHANNEL_GONE, Delivery, ShardConsumer
 from engine.bus.lanes import Lanes
 from engine.bus.topology import Topology
@@ -87,21 +88,34 @@ class Sender:
 
     async def _deliver(self, delivery: Delivery, reply: OutboundMessage) -> None:
         try:
-            await self._send(reply)
+            await self._send(reply, self._first_copy(delivery, reply))
         except Exception as exc:  # a bug: set the reply aside (alone) with the reason rather than loop on it
             log.exception("delivering %s failed", reply.id)
             await self.consumer.retry(delivery, repr(exc))
             return
         await self.consumer.ack(delivery)
 
-    async def _send(self, reply: OutboundMessage) -> None:
-        """Claim, rate-limit, send with retries, record. Returns once the outcome is recorded (or the
-        reply was claimed before: sent already, or being sent by a previous copy).
+    def _first_copy(self, delivery: Delivery, reply: OutboundMessage) -> bool:
+        """Whether no other copy of this reply can be on its way: the worker's commit is then its claim.
+
+        The worker publishes each reply once, after the commit that created its row (is_first_copy). A
+        second copy comes from the broker (redelivered), a retry or a replay (copies: not first), or the
+        sweeper, which re-publishes a row only once it is requeue_stale_after old, and so only after the
+        first copy would have been. A copy older than a quarter of that is claimed, which leaves the send
+        the other three quarters (retries touch the row). A redelivered copy that reaches this process
+        while the first is still being sent here waits behind it in the chat's lane."""
+        age = time.time() - utc(reply.created_at).timestamp()
+        return is_first_copy(delivery.message) and age < self.settings.requeue_stale_after / 4
+
+    async def _send(self, reply: OutboundMessage, first_copy: bool) -> None:
+        """Claim (unless first_copy), rate-limit, send with retries, record. Returns once the outcome is
+        recorded (or the reply was claimed before: sent already, or being sent by a previous copy).
 
         While the database is away each step waits for it in the chat's lane (when_available), so the
         chat's later replies queue behind this one instead of overtaking it."""
         created = utc(reply.created_at)
-        if not await when_available(lambda: self.claim((reply.id, created))):
+        metrics.CLAIMS.labels("commit" if first_copy else "sender").inc()
+        if not first_copy and not await when_available(lambda: self.claim((reply.id, created))):
             metrics.SENDS.labels(reply.channel_type.value, "duplicate").inc()
             return
         channel = await when_available(lambda: self.directory.get(reply.channel_id))

@@ -8,7 +8,9 @@ import asyncpg
 
 from engine.store import columns
 
-# Claiming moves queued -> sending exactly once, so a reply published twice is sent once.
+# Claiming moves queued -> sending exactly once, so a reply delivered twice is sent once. The sender
+# claims every copy of a reply but the worker's first (the commit that created the row is its claim:
+# outbound.sender.Sender._first_copy); a first copy's row stays 'queued' until it is recorded sent.
 # Claims and sent records run on a pool of keyed plans (store.pool.KEYED_PLANS): planned once, as one
 # primary-key lookup per row. `created_at = ANY($2)` lets a custom plan prune the partitions the rows
 # are not in before planning them (tests, other pools). The claim says "queued" as "none of the other
@@ -25,7 +27,8 @@ TOUCH = "UPDATE channel_messages SET attempts = attempts + 1, updated_at = now()
 MARK_SENT_MANY = """
 UPDATE channel_messages m SET
     status = CASE WHEN m.status IN ('queued', 'sending') THEN 'sent' ELSE m.status END,
-    platform_message_id = u.platform_id, sent_at = coalesce(m.sent_at, now()), updated_at = now()
+    platform_message_id = u.platform_id, sent_at = coalesce(m.sent_at, now()), updated_at = now(),
+    attempts = greatest(m.attempts, 1)
 FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS u(id, created_at, platform_id)
 WHERE m.id = u.id AND m.created_at = u.created_at AND m.created_at = ANY($2)
 RETURNING m.channel_id, m.platform_message_id, EXISTS (

@@ -161,11 +161,12 @@ class Flusher:
         return duplicates
 
     async def _publish(self, replies: list[OutboundMessage]) -> None:
-        """Publish with confirms, one message per outbound queue carrying its replies (in order). If
+        """Publish with confirms, one message per outbound queue carrying its replies (in order), as
+        their first copy: published once, so the commit was their claim (the sender skips its own). If
         the broker fails us here the rows are committed as 'queued', and the sender's sweeper
         re-publishes stale queued rows, so the reply is late, not lost."""
         publishes = [
-            self.outbound.publish(replies_message(group), routing_key=key, mandatory=True)
+            self.outbound.publish(replies_message(group, first_copy=True), routing_key=key, mandatory=True)
             for key, group in self.topology.group_replies(replies)
         ]
         results = await asyncio.gather(*publishes, return_exceptions=True)
