@@ -25,10 +25,11 @@ def stable_id(*parts: object) -> uuid.UUID:
 
 def stable_key(*parts: object) -> str:
     """str(stable_id(*parts)), without the UUID object: the worker makes several per message."""
-    digest = hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(str(p) for p in parts).encode()).hexdigest()
-    version = format(0x5000 | (int(digest[12:16], 16) & 0x0FFF), "04x")  # RFC 4122 version 5
-    variant = format(0x8000 | (int(digest[16:20], 16) & 0x3FFF), "04x")  # and its variant bits
-    return f"{digest[:8]}-{digest[8:12]}-{version}-{variant}-{digest[20:32]}"
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join([str(p) for p in parts]).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # RFC 4122 version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # and its variant bits
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class ChannelType(StrEnum):

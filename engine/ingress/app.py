@@ -135,7 +135,7 @@ async def _webhook(request: web.Request) -> web.StreamResponse:
         return _outcome(request, type_name, "unavailable", 503, str(exc))
     metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
     metrics.EVENTS_PUBLISHED.inc(sum(isinstance(e, InboundEvent) for e in events))
-    metrics.WEBHOOKS.labels(type_name, "accepted").inc()
+    metrics.labelled(metrics.WEBHOOKS, channel_type.value, "accepted").inc()
     return web.Response(status=200, text="ok")
 
 

@@ -114,9 +114,9 @@ class Sender:
         While the database is away each step waits for it in the chat's lane (when_available), so the
         chat's later replies queue behind this one instead of overtaking it."""
         created = utc(reply.created_at)
-        metrics.CLAIMS.labels("commit" if first_copy else "sender").inc()
+        metrics.labelled(metrics.CLAIMS, "commit" if first_copy else "sender").inc()
         if not first_copy and not await when_available(lambda: self.claim((reply.id, created))):
-            metrics.SENDS.labels(reply.channel_type.value, "duplicate").inc()
+            metrics.labelled(metrics.SENDS, reply.channel_type.value, "duplicate").inc()
             return
         channel = await when_available(lambda: self.directory.get(reply.channel_id))
         if channel is None or not channel.active:
@@ -141,7 +141,7 @@ class Sender:
                 self.limiter.block_after(reply.channel_id, chat, exc)
                 raise
             finally:
-                metrics.SEND_SECONDS.labels(reply.channel_type.value).observe(time.perf_counter() - started)
+                metrics.labelled(metrics.SEND_SECONDS, reply.channel_type.value).observe(time.perf_counter() - started)
 
         outcome = "sent"
         try:
@@ -155,7 +155,7 @@ class Sender:
             code, error = exc.code, str(exc)
             await when_available(lambda: deliveries.mark_failed(self.pool, reply.id, created, code, error))
             await when_available(lambda: recovery.after_send(self.pool, self.settings, reply, code, error))
-        metrics.SENDS.labels(reply.channel_type.value, outcome).inc()
+        metrics.labelled(metrics.SENDS, reply.channel_type.value, outcome).inc()
 
     async def sweep_loop(self) -> None:
         """Re-publish replies whose broker message was lost; claims make a resend harmless."""

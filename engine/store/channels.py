@@ -1,13 +1,15 @@
 """Channel rows, with their credentials decrypted only in memory, behind a short TTL cache.
 
 Receivers and senders look a channel up on every webhook or send; the cache turns that into one
-query per channel every few seconds, and a deactivated channel stops within the TTL. Ids that name no
+query per channel every few seconds (the lookups waiting on an expired entry share it), and a
+deactivated channel stops within the TTL. Ids that name no
 channel (made up by whoever posts to the webhook URL) are remembered in a separate LRU of bounded
 size, so a flood of them costs one query each at most and never evicts a known channel.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import OrderedDict
@@ -33,6 +35,7 @@ class ChannelDirectory:
         self._max_misses = max(1, max_misses)
         self._cache: dict[str, tuple[float, ChannelInfo]] = {}  # known channels: as many as there are rows
         self._misses: OrderedDict[str, float] = OrderedDict()  # id -> expiry, least recently used first
+        self._loads: dict[str, asyncio.Future[ChannelInfo | None]] = {}  # the query in flight, per id
 
     async def get(self, channel_id: str) -> ChannelInfo | None:
         """The channel, or None when the id is not a uuid or names no channel. While the database is
@@ -49,12 +52,25 @@ class ChannelDirectory:
             key = uuid.UUID(channel_id)
         except ValueError:
             return None
+        # Under load hundreds of sends find the entry expired at once: one query answers them all.
+        load = self._loads.get(channel_id)
+        if load is None:
+            load = self._loads[channel_id] = asyncio.ensure_future(self._load(channel_id, key))
+            load.add_done_callback(lambda done: self._loaded(channel_id, done))
         try:
-            row = await self._pool.fetchrow(SELECT_CHANNEL, key)
+            return await asyncio.shield(load)  # a caller cancelled leaves the query to the others
         except TRANSIENT_ERRORS:
             if hit is not None:  # the database is away: what we knew a moment ago still holds
                 return hit[1]
             raise
+
+    def _loaded(self, channel_id: str, load: asyncio.Future[ChannelInfo | None]) -> None:
+        del self._loads[channel_id]
+        if not load.cancelled():
+            load.exception()  # its callers had it; not "never retrieved" if they were all cancelled
+
+    async def _load(self, channel_id: str, key: uuid.UUID) -> ChannelInfo | None:
+        row = await self._pool.fetchrow(SELECT_CHANNEL, key)
         info = None
         if row is not None:
             info = ChannelInfo(
@@ -67,6 +83,7 @@ class ChannelDirectory:
                 config=row["config"],
                 active=row["active"],
             )
+        now = time.monotonic()
         if info is None:
             self._cache.pop(channel_id, None)
             self._misses[channel_id] = now + self._ttl

@@ -1,8 +1,11 @@
-"""The receiver's channel cache: misses are cached in a bounded LRU that never evicts a known channel."""
+"""The channel cache of receivers and senders: misses are cached in a bounded LRU that never evicts a
+known channel, and the lookups that find an entry expired share one query."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from typing import Any, cast
 
 import asyncpg
 
@@ -28,3 +31,30 @@ async def test_made_up_channel_ids_never_evict_known_channels(
     cached = await directory.get(known)
     assert cached is not None and cached.active  # still served from the cache (no query) within the TTL
     assert await directory.get("not-a-uuid") is None  # refused before any query or cache entry
+
+
+class _Counting:
+    """The real pool, counting the queries made through it."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool, self.queries = pool, 0
+
+    async def fetchrow(self, *args: Any) -> Any:
+        self.queries += 1
+        return await self.pool.fetchrow(*args)
+
+
+async def test_the_lookups_that_find_a_channel_expired_share_one_query(
+    settings: Settings, pool: asyncpg.Pool, vault: Vault
+) -> None:
+    known = (await load_tenant(settings))["tg"]
+    counting = _Counting(pool)
+    directory = ChannelDirectory(cast(asyncpg.Pool, counting), vault, ttl=0)  # every entry expired at once
+    first = await asyncio.gather(*(directory.get(known) for _ in range(50)))
+    assert counting.queries == 1
+    assert all(info is not None and info.active for info in first)
+    await pool.execute("UPDATE channels SET active = false WHERE id = $1", uuid.UUID(known))
+    second = await asyncio.gather(*(directory.get(known) for _ in range(50)))
+    assert counting.queries == 2  # one more for all of them, and what it read is what they got
+    assert all(info is not None and not info.active for info in second)
+    assert not directory._loads
