@@ -26,7 +26,7 @@ from engine.bus.consumer import CHANNEL_GONE, Delivery, ShardConsumer
 from engine.bus.lanes import Lanes
 from engine.bus.topology import Topology
 from engine.coalescer import Coalescer
-from engine.models import OutboundMessage, SendError, SendResult
+from engine.models import ChannelType, OutboundMessage, SendError, SendResult
 from engine.outbound.ratelimit import RateLimiter, limits_for
 from engine.outbound.retry import with_retries
 from engine.recovery import hooks as recovery
@@ -58,6 +58,7 @@ class Sender:
         self.outbound = outbound
         self.topology = Topology.of(settings)
         self.limiter = RateLimiter()
+        self.limits = {t: limits_for(t, settings) for t in ChannelType}
         self.lanes = Lanes()
         # Lanes claim and record one reply at a time; these join them into one statement per few ms, on
         # the pool of keyed plans (planned once per connection: store.pool.KEYED_PLANS).
@@ -127,7 +128,7 @@ class Sender:
         impl = channels.get(reply.channel_type)
         base_url = self.settings.api_base(reply.channel_type)
         chat = RateLimiter.chat_of(reply)
-        limits = limits_for(reply.channel_type, self.settings)
+        limits = self.limits[reply.channel_type]
 
         async def attempt(retrying: bool) -> SendResult:
             if retrying:

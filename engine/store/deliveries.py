@@ -10,7 +10,8 @@ from engine.store import columns
 
 # Claiming moves queued -> sending exactly once, so a reply delivered twice is sent once. The sender
 # claims every copy of a reply but the worker's first (the commit that created the row is its claim:
-# outbound.sender.Sender._first_copy); a first copy's row stays 'queued' until it is recorded sent.
+# outbound.sender.Sender._first_copy); a first copy's row stays 'queued' until it is recorded sent
+# or failed, and that record counts the attempt its claim would have (attempts: claims and retries).
 # Claims and sent records run on a pool of keyed plans (store.pool.KEYED_PLANS): planned once, as one
 # primary-key lookup per row. `created_at = ANY($2)` lets a custom plan prune the partitions the rows
 # are not in before planning them (tests, other pools). The claim says "queued" as "none of the other
@@ -28,7 +29,7 @@ MARK_SENT_MANY = """
 UPDATE channel_messages m SET
     status = CASE WHEN m.status IN ('queued', 'sending') THEN 'sent' ELSE m.status END,
     platform_message_id = u.platform_id, sent_at = coalesce(m.sent_at, now()), updated_at = now(),
-    attempts = greatest(m.attempts, 1)
+    attempts = m.attempts + (m.status = 'queued')::int
 FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS u(id, created_at, platform_id)
 WHERE m.id = u.id AND m.created_at = u.created_at AND m.created_at = ANY($2)
 RETURNING m.channel_id, m.platform_message_id, EXISTS (
@@ -57,7 +58,8 @@ WHERE m.channel_id = best.channel_id AND m.platform_message_id = best.platform_m
 """
 PRUNE_PENDING = "DELETE FROM pending_receipts WHERE received_at < now() - interval '7 days'"
 MARK_FAILED = """
-UPDATE channel_messages SET status = 'failed', error_code = $3, error = $4, failed_at = now(), updated_at = now()
+UPDATE channel_messages SET status = 'failed', error_code = $3, error = $4, failed_at = now(), updated_at = now(),
+    attempts = attempts + (status = 'queued')::int
 WHERE id = $1 AND created_at = $2 AND status IN ('queued', 'sending')
 """
 # Rows the broker may have lost (a publish after commit that failed, a sender that died mid-send):
