@@ -10,9 +10,9 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, Abstrac
 from engine.bus import envelope
 from engine.models import OutboundMessage
 
-# On a replies message only its committer (the worker, after the commit that created the rows) sets:
-# this is the only copy, delivered for the first time unless the broker says redelivered. A copy of a
-# message (retried, set aside, replayed) never carries it, nor does the sweeper's re-publish.
+# Set only by the committer of a replies message (the worker, right after the commit that created its
+# rows): the message is the one copy of those replies. A copy of it (retried, set aside, replayed)
+# never carries the header, nor does the sweeper's re-publish; a redelivery says it is one.
 FIRST_COPY_HEADER = "x-first-copy"
 
 
