@@ -2,9 +2,9 @@
 
 Receivers and senders look a channel up on every webhook or send; the cache turns that into one
 query per channel every few seconds (the lookups waiting on an expired entry share it), and a
-deactivated channel stops within the TTL. Ids that name no
-channel (made up by whoever posts to the webhook URL) are remembered in a separate LRU of bounded
-size, so a flood of them costs one query each at most and never evicts a known channel.
+deactivated channel stops within the TTL. Ids that name no channel (made up by whoever posts to the
+webhook URL) are remembered in a separate LRU of bounded size, so a flood of them costs one query
+each at most and never evicts a known channel.
 """
 
 from __future__ import annotations
