@@ -307,8 +307,8 @@ def summary(results: list[dict[str, Any]]) -> None:
     failed = sum(r[k]["failed"] for r in results for k in KINDS)
     print(f"  lost {lost}, duplicated {dup}, failed requests {failed} (all runs: engine, bare and floor)")
     print("\nCPU ms per message, per process (median of the repetitions; RabbitMQ is the whole shared broker)")
-    for kind, label in (("closed", "engine closed loop, per reply"), ("floor", "two-hop floor, per reply"),
-                        ("bare", "bare pipeline, per row")):  # fmt: skip
+    for kind, label in (("closed", "engine closed loop, per reply"), ("open", f"engine open loop {RATE:g}/s, per reply"),
+                        ("floor", "two-hop floor, per reply"), ("bare", "bare pipeline, per row")):  # fmt: skip
         print(f"  {label}:")
         for role in results[0][kind]["cpu_ms_per_message"]:
             print(f"    {role:<16} {spread(col(f'{kind}/cpu_ms_per_message/{role}'))}")
