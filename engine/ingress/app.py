@@ -187,7 +187,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[VAULT] = vault
     app[DIRECTORY] = ChannelDirectory(pool, vault, settings.channel_cache_ttl, settings.unknown_channel_cache)
     topology = Topology.of(settings)
-    publisher = Publisher(settings.amqp_url, topology, "engine-receiver", settings.publish_timeout)
+    publisher = Publisher(
+        settings.amqp_url, topology, "engine-receiver", settings.publish_timeout, settings.publish_linger_ms / 1000
+    )
     await publisher.start()
     app[PUBLISHER] = publisher
     app[CAPTURE] = WebhookCapture(pool, settings)
