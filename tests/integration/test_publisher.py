@@ -1,6 +1,6 @@
 """The receiver's publisher on the real broker: events of one shard that arrive while its publish
-awaits a confirm go together in the next message, each once and in order; an event alone goes at once,
-in a body of its own kind."""
+awaits a confirm go together in the next message, each once and in order; an event alone goes in a
+body of its own kind; with a linger, events arriving within it for an idle shard share one message."""
 
 from __future__ import annotations
 
@@ -50,3 +50,18 @@ async def test_an_event_alone_goes_in_a_body_of_its_own_kind(settings: Settings,
     (message,) = await queue_messages(settings, topology.inbound_queue(topology.shard_of("t1", "c1", "8")))
     assert orjson.loads(message.body)["kind"] == "inbound"
     assert envelope.decode(message.body) == event(1, chat="8")
+
+
+async def test_events_within_the_linger_of_an_idle_shard_share_one_message(settings: Settings) -> None:
+    topology = Topology.of(settings)
+    publisher = Publisher(settings.amqp_url, topology, "test-receiver", 5.0, linger=1.0)
+    await publisher.start()
+    try:
+        first = asyncio.create_task(publisher.publish([event(1, chat="9")]))
+        await asyncio.sleep(0.05)  # the first webhook found the shard idle; the second comes well within 1 s
+        await publisher.publish([event(2, chat="9")])
+        await first
+    finally:
+        await publisher.close()
+    messages = await queue_messages(settings, topology.inbound_queue(topology.shard_of("t1", "c1", "9")))
+    assert [envelope.decode_events(m.body) for m in messages] == [[event(1, chat="9"), event(2, chat="9")]]
