@@ -1,15 +1,16 @@
 """Channel rows, with their credentials decrypted only in memory, behind a short TTL cache.
 
 Receivers and senders look a channel up on every webhook or send; the cache turns that into one
-query per channel every few seconds (the lookups waiting on an expired entry share it), and a
-deactivated channel stops within the TTL. Ids that name no channel (made up by whoever posts to the
-webhook URL) are remembered in a separate LRU of bounded size, so a flood of them costs one query
-each at most and never evicts a known channel.
+query per channel every few seconds, made in the background while the entry it refreshes is still
+served, and a deactivated channel stops one query after the TTL. Ids that name no channel (made up
+by whoever posts to the webhook URL) are remembered in a separate LRU of bounded size, so a flood of
+them costs one query each at most and never evicts a known channel.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections import OrderedDict
@@ -18,7 +19,8 @@ import asyncpg
 
 from engine.crypto import Vault
 from engine.models import ChannelInfo, ChannelType
-from engine.store.pool import TRANSIENT_ERRORS
+
+log = logging.getLogger(__name__)
 
 MAX_MISSES = 10_000
 SELECT_CHANNEL = """
@@ -38,11 +40,18 @@ class ChannelDirectory:
         self._loads: dict[str, asyncio.Future[ChannelInfo | None]] = {}  # the query in flight, per id
 
     async def get(self, channel_id: str) -> ChannelInfo | None:
-        """The channel, or None when the id is not a uuid or names no channel. While the database is
-        away an expired entry is served as it was; with none, the database's error is raised."""
+        """The channel, or None when the id is not a uuid or names no channel; with no entry and the
+        database away, the database's error is raised.
+
+        A known channel whose entry expired is served as it was while one query refreshes it in the
+        background: webhooks and sends never wait on the database for a channel they know (a commit
+        that stalls PostgreSQL for half a second would otherwise hold every request that finds the
+        entry expired), and a change reaches them one query after the TTL."""
         now = time.monotonic()
         hit = self._cache.get(channel_id)
-        if hit is not None and hit[0] > now:
+        if hit is not None:
+            if hit[0] <= now:
+                _ = self._load_once(channel_id, uuid.UUID(channel_id))  # in the background
             return hit[1]
         missed = self._misses.get(channel_id)
         if missed is not None and missed > now:
@@ -52,22 +61,26 @@ class ChannelDirectory:
             key = uuid.UUID(channel_id)
         except ValueError:
             return None
-        # Under load hundreds of sends find the entry expired at once: one query answers them all.
+        # a caller cancelled leaves the query to the others
+        return await asyncio.shield(self._load_once(channel_id, key))
+
+    def _load_once(self, channel_id: str, key: uuid.UUID) -> asyncio.Future[ChannelInfo | None]:
+        """The query for this id in flight, started if there is none: under load hundreds of lookups
+        find an entry expired (or missing) at once, and one query answers them all."""
         load = self._loads.get(channel_id)
         if load is None:
             load = self._loads[channel_id] = asyncio.ensure_future(self._load(channel_id, key))
             load.add_done_callback(lambda done: self._loaded(channel_id, done))
-        try:
-            return await asyncio.shield(load)  # a caller cancelled leaves the query to the others
-        except TRANSIENT_ERRORS:
-            if hit is not None:  # the database is away: what we knew a moment ago still holds
-                return hit[1]
-            raise
+        return load
 
     def _loaded(self, channel_id: str, load: asyncio.Future[ChannelInfo | None]) -> None:
         del self._loads[channel_id]
-        if not load.cancelled():
-            load.exception()  # its callers had it; not "never retrieved" if they were all cancelled
+        # retrieved here, so never "never retrieved" whoever was (or no longer is) waiting on it
+        if load.cancelled() or (exc := load.exception()) is None:
+            return
+        if (hit := self._cache.get(channel_id)) is not None:  # a background refresh failed (database away)
+            log.warning("channel %s not refreshed (%s); serving what was read before", channel_id, type(exc).__name__)
+            self._cache[channel_id] = (time.monotonic() + self._ttl, hit[1])  # try again after another TTL
 
     async def _load(self, channel_id: str, key: uuid.UUID) -> ChannelInfo | None:
         row = await self._pool.fetchrow(SELECT_CHANNEL, key)
