@@ -130,6 +130,16 @@ def tenant_yaml() -> str:
     return "\n".join(lines) + "\n"
 
 
+def writeback() -> str:
+    """The kernel's writeback settings: with the default (10 % of memory, 30 s), tens of MB of dirty
+    pages go to the disk at once every 30 s, and the fsyncs of commits and persistent messages wait
+    behind them (docs/performance.md, ninth pass)."""
+    vm = Path("/proc/sys/vm")
+    names = ("dirty_background_bytes", "dirty_background_ratio", "dirty_expire_centisecs")
+    values = [f"{n} {(vm / n).read_text().strip()}" if (vm / n).exists() else f"{n} ?" for n in names]
+    return "kernel " + ", ".join(values)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -367,7 +377,7 @@ async def bench(
             timeline: list[str] = []  # RSS every RSS_EVERY seconds, to see it stays flat over a long run
             sampler = asyncio.create_task(sample_rss(procs, timeline))
             autovacuum = await pool.fetchval("SHOW autovacuum")  # off: nothing is vacuumed or analyzed during the run
-            print(f"PostgreSQL autovacuum: {autovacuum}", flush=True)
+            print(f"PostgreSQL autovacuum: {autovacuum}; {writeback()}", flush=True)
             targets = from_tenant_file(tenant_file)
             await pool.execute("TRUNCATE bare_messages")
             closed_loop = ReplayOptions(connections=CONNECTIONS, retries=3)
