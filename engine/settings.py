@@ -29,8 +29,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 4 * 1024 * 1024  # Meta posts up to 3 MB
     publish_timeout: float = 2.5  # seconds to wait for a broker confirm before a 503 (Slack wants an answer in 3 s)
     # A receiver whose shard has no publish in flight waits this long before publishing, so the webhooks
-    # of the next few ms share its broker message and confirm: at a moderate rate (590/s, about half the
-    # maximum) 3 ms cut the CPU per reply ~10 % in make bench-e2e for 1.5 ms more at the ack's median.
+    # of the next few ms share its broker message and confirm. At a moderate rate most webhooks find their
+    # shard idle: with the 25 ms flush interval below, the engine's CPU per reply at 600/s fell 14 % in
+    # make bench-e2e (interleaved runs, docs/performance.md), for ~1.5 ms more at the ack's median.
     publish_linger_ms: float = 3.0
     channel_cache_ttl: float = 5.0  # seconds a receiver trusts its cached channel row
     # Receiver limits (engine.ingress.guards; docs/security.md).
@@ -49,9 +50,8 @@ class Settings(BaseSettings):
     prefetch: int = 512
     batch_size: int = 300  # flush when this many messages are staged ...
     # ... or this long after the batch was opened (the previous flush began). Under full load flushes run
-    # back to back and this does not bind; at a moderate rate it sets how many messages share a flush:
-    # at 590/s in make bench-e2e, 25 ms cut the CPU per reply 11 % against 10 ms (40 ms: 12 %) for 6 ms
-    # more at the reply's median.
+    # back to back and this does not bind; at a moderate rate it sets how many messages share a flush
+    # (25 rather than 10 ms: see publish_linger_ms), for up to 15 ms more at the reply's median.
     flush_interval_ms: float = 25.0
     # Conversations a worker keeps in memory (least recently used beyond it are dropped when idle);
     # each holds its state and up to 256 recent event ids, a few KiB to ~20 KiB.

@@ -131,9 +131,9 @@ def tenant_yaml() -> str:
 
 
 def writeback() -> str:
-    """The kernel's writeback settings: with the default (10 % of memory, 30 s), tens of MB of dirty
-    pages go to the disk at once every 30 s, and the fsyncs of commits and persistent messages wait
-    behind them (docs/performance.md, ninth pass)."""
+    """The kernel's writeback settings. With the defaults (10 % of memory, 30 s) tens of MB of dirty
+    pages go to the disk at once every 30 s, and here that came with some of the open loop's stalls
+    (docs/performance.md, ninth pass)."""
     vm = Path("/proc/sys/vm")
     names = ("dirty_background_bytes", "dirty_background_ratio", "dirty_expire_centisecs")
     values = [f"{n} {(vm / n).read_text().strip()}" if (vm / n).exists() else f"{n} ?" for n in names]
