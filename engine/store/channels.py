@@ -75,7 +75,7 @@ class ChannelDirectory:
 
     def _loaded(self, channel_id: str, load: asyncio.Future[ChannelInfo | None]) -> None:
         del self._loads[channel_id]
-        # retrieved here, so never "never retrieved" whoever was (or no longer is) waiting on it
+        # read the outcome here, so asyncio never reports an exception nobody retrieved
         if load.cancelled() or (exc := load.exception()) is None:
             return
         if (hit := self._cache.get(channel_id)) is not None:  # a background refresh failed (database away)
