@@ -10,14 +10,19 @@ from prometheus_client import start_http_server
 from engine.admin.api import app as admin_api
 from engine.ingress.app import create_app
 from engine.settings import Settings
-from workers.runtime import setup_logging
+from workers.runtime import freeze_heap, setup_logging
 
 
 def build_app(settings: Settings) -> web.Application:
     """The receiver, with the admin API mounted at /api/v1 (unless ENGINE_API_ENABLED=false)."""
     app = create_app(settings)
     admin_api.mount(app, settings)
+    app.on_startup.append(_freeze_heap)  # last: after the pools and the publisher are open
     return app
+
+
+async def _freeze_heap(app: web.Application) -> None:
+    freeze_heap()
 
 
 def main(settings: Settings) -> None:

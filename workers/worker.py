@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 
 from engine.brain.catalog import Brain
@@ -19,7 +18,7 @@ from engine.store.pool import create_pool
 from engine.worker.batch import Flusher
 from engine.worker.conversations import ConversationCache
 from engine.worker.pipeline import Pipeline
-from workers.runtime import run, until_stop_or_failure
+from workers.runtime import freeze_heap, run, until_stop_or_failure
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +39,8 @@ class WorkerProcess:
         http = egress.session(egress.EgressPolicy.parse(s.tool_allow_hosts, s.tool_allow_networks), s.send_timeout)
         brain = Brain(pool, http, s)
         await brain.start()
-        # The compiled definitions are large and long-lived: keep the cyclic GC from rescanning them on
-        # every collection (a 4x routing throughput difference in tests/bench).
-        gc.freeze()
+        # The compiled definitions are large and long-lived (a 4x routing throughput difference in tests/bench).
+        freeze_heap()
         cache = ConversationCache(pool, max_entries=s.conversation_cache)
         membership = Membership(pool, "worker", s.lease_ttl)
         connection, channel = await open_for_shards(s.amqp_url, membership.me, topology, s.prefetch)

@@ -17,6 +17,7 @@ every reply is matched to its webhook. Each repetition drives:
      replies/s over the bare pipeline's rows/s is the best ratio any engine of that shape could reach
      on this machine and stack; the engine's replies/s over it is what the engine's own work costs.
   4. the engine, open loop at BENCH_RATE/s for BENCH_RATE_SECONDS: webhook ack and reply latency.
+     BENCH_RATE=half: at half the replies/s of the same repetition's closed loop (the goal's rate).
 
 The three closed loops run back to back, so a ratio's two terms share the machine's state as closely
 as they can: on a shared 2-core machine its speed drifts from one minute to the next.
@@ -70,7 +71,9 @@ REPS = int(os.environ.get("BENCH_REPS", "3"))
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "6000"))
 CHATS = int(os.environ.get("BENCH_CHATS", "1000"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
-RATE = float(os.environ.get("BENCH_RATE", "50"))
+HALF = os.environ.get("BENCH_RATE") == "half"  # each repetition's open loop at half its closed loop's rate
+RATE = 0.0 if HALF else float(os.environ.get("BENCH_RATE", "50"))
+OPEN = "open at half max" if HALF else f"open {RATE:g}/s"
 RATE_SECONDS = float(os.environ.get("BENCH_RATE_SECONDS", "20"))
 DRAIN = float(os.environ.get("BENCH_DRAIN", "60"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", str(CHATS)))
@@ -255,20 +258,25 @@ def per_message(cpu: dict[str, float], messages: int) -> dict[str, float]:
 
 
 async def run_replying(
-    url: str, items: list[Any], recorder: MatchingRecorder, replay: ReplayOptions, meter: CpuMeter
+    url: str,
+    items: list[Any],
+    recorder: MatchingRecorder,
+    replay: ReplayOptions,
+    meter: CpuMeter,
+    rate: float | None = None,
 ) -> dict[str, Any]:
     config = RunConfig(url, replay, drain=DRAIN, settle=1.0, progress=False)
     before = await meter.sample()
     stats = await execute(items, config, recorder)
     cpu = meter.since(before, await meter.sample())
     mode = "closed" if replay.connections else "open"
-    report = reports.build(stats, mode=mode, target_rate=RATE if mode == "open" else None,
+    report = reports.build(stats, mode=mode, target_rate=rate,
                            connections=replay.connections, sink=True)  # fmt: skip
     return {"replies_per_s": report["replies"]["rate"], "accepted_per_s": report["rate_achieved"],
             "ack_ms": report["ack_ms"], "e2e_ms": report["e2e_ms"], "lost": stats.lost,
             "duplicated": stats.duplicated, "failed": stats.failed, "statuses": report["statuses"],
             "cpu_ms_per_message": per_message(cpu, stats.matched),
-            "timeline": report["timeline"]}  # fmt: skip
+            "timeline": report["timeline"], "rate": rate}  # fmt: skip
 
 
 def spread(values: list[float]) -> str:
@@ -302,13 +310,14 @@ def summary(results: list[dict[str, Any]]) -> None:
         ("engine closed: reply e2e p99 ms", "closed/e2e_ms/p99"),
         ("bare closed: ack p50 ms", "bare/ack_ms/p50"),
         ("bare closed: ack p99 ms", "bare/ack_ms/p99"),
-        (f"engine open {RATE:g}/s: replies/s", "open/replies_per_s"),
-        (f"engine open {RATE:g}/s: ack p50 ms", "open/ack_ms/p50"),
-        (f"engine open {RATE:g}/s: ack p99 ms", "open/ack_ms/p99"),
-        (f"engine open {RATE:g}/s: e2e p50 ms", "open/e2e_ms/p50"),
-        (f"engine open {RATE:g}/s: e2e p90 ms", "open/e2e_ms/p90"),
-        (f"engine open {RATE:g}/s: e2e p99 ms", "open/e2e_ms/p99"),
-        (f"engine open {RATE:g}/s: e2e p99.9 ms", "open/e2e_ms/p99.9"),
+        (f"engine {OPEN}: rate /s", "open/rate"),
+        (f"engine {OPEN}: replies/s", "open/replies_per_s"),
+        (f"engine {OPEN}: ack p50 ms", "open/ack_ms/p50"),
+        (f"engine {OPEN}: ack p99 ms", "open/ack_ms/p99"),
+        (f"engine {OPEN}: e2e p50 ms", "open/e2e_ms/p50"),
+        (f"engine {OPEN}: e2e p90 ms", "open/e2e_ms/p90"),
+        (f"engine {OPEN}: e2e p99 ms", "open/e2e_ms/p99"),
+        (f"engine {OPEN}: e2e p99.9 ms", "open/e2e_ms/p99.9"),
     ]
     for label, path in rows:
         print(f"  {label:<42} {spread(col(path))}")
@@ -317,7 +326,7 @@ def summary(results: list[dict[str, Any]]) -> None:
     failed = sum(r[k]["failed"] for r in results for k in KINDS)
     print(f"  lost {lost}, duplicated {dup}, failed requests {failed} (all runs: engine, bare and floor)")
     print("\nCPU ms per message, per process (median of the repetitions; RabbitMQ is the whole shared broker)")
-    for kind, label in (("closed", "engine closed loop, per reply"), ("open", f"engine open loop {RATE:g}/s, per reply"),
+    for kind, label in (("closed", "engine closed loop, per reply"), ("open", f"engine {OPEN}, per reply"),
                         ("floor", "two-hop floor, per reply"), ("bare", "bare pipeline, per row")):  # fmt: skip
         print(f"  {label}:")
         for role in results[0][kind]["cpu_ms_per_message"]:
@@ -411,9 +420,10 @@ async def bench(
                 records = traffic(seed=rep + 1, messages=MESSAGES, chats=CHATS)
                 spies = profile(procs, PROFILE) if PROFILE and rep == 0 else []
                 closed, bare_result, floor_result = await closed_loops(records, spies)
-                rate_records = traffic(seed=100 + rep, messages=int(RATE * RATE_SECONDS), chats=CHATS)
-                rate_items = plan(rate_records, targets, Options(rate=RATE, duration=RATE_SECONDS))
-                opened = await run_replying(engine_url, rate_items, recorder, ReplayOptions(retries=3), engine)
+                rate = round(closed["replies_per_s"] / 2) if HALF else RATE
+                rate_records = traffic(seed=100 + rep, messages=int(rate * RATE_SECONDS), chats=CHATS)
+                rate_items = plan(rate_records, targets, Options(rate=rate, duration=RATE_SECONDS))
+                opened = await run_replying(engine_url, rate_items, recorder, ReplayOptions(retries=3), engine, rate)
                 procs.check()
                 landed, floor_rate = bare_result["landed_per_s"], floor_result["replies_per_s"]
                 ratio = closed["replies_per_s"] / landed if landed else 0.0
@@ -429,7 +439,7 @@ async def bench(
                 results.append(result)
                 print(f"rep {rep + 1}: engine {closed['replies_per_s']:.0f} replies/s (ack p99 "
                       f"{closed['ack_ms']['p99']:.0f} ms, e2e p99 {closed['e2e_ms']['p99']:.0f} ms, lost "
-                      f"{closed['lost']}, dup {closed['duplicated']}); open {RATE:g}/s e2e p50/p99 "
+                      f"{closed['lost']}, dup {closed['duplicated']}); open {rate:g}/s ack p99 {opened['ack_ms']['p99']:.0f} ms, e2e p50/p99 "
                       f"{opened['e2e_ms']['p50']:.0f}/{opened['e2e_ms']['p99']:.0f} ms (lost {opened['lost']}); "
                       f"bare {bare_result['landed_per_s']:.0f} rows/s (lost {bare_result['lost']}); floor "
                       f"{floor_rate:.0f} replies/s (lost {floor_result['lost']}, dup {floor_result['duplicated']}); "
@@ -501,7 +511,7 @@ def main() -> int:
     tenant_file = Path(tempfile.gettempdir()) / f"{prefix}-tenant.yaml"
     tenant_file.write_text(tenant_yaml())
     print(f"bench-e2e: {REPS} repetitions; closed loop {MESSAGES} updates x {CONNECTIONS} connections; "
-          f"open loop {RATE:g}/s x {RATE_SECONDS:g} s; bare pipeline and two-hop floor with the closed-loop traffic", flush=True)  # fmt: skip
+          f"{OPEN} for {RATE_SECONDS:g} s; bare pipeline and two-hop floor with the closed-loop traffic", flush=True)  # fmt: skip
     procs = Processes()
     try:
         asyncio.run(prepare(settings, tenant_file))
