@@ -37,6 +37,7 @@ import asyncio
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -65,6 +66,7 @@ from engine.loadtest.sink import MatchingRecorder, running_sink
 from engine.loadtest.targets import Target, from_tenant_file
 from engine.settings import Settings
 from engine.store.migrations import migrate
+from tests.bench import gc_pauses
 from tests.bench.cpu import CpuMeter, broker_pids, rss_mib
 
 REPS = int(os.environ.get("BENCH_REPS", "3"))
@@ -83,6 +85,7 @@ ENGINE_DIR = os.environ.get("BENCH_ENGINE_DIR") or None
 RSS_EVERY = float(os.environ.get("BENCH_RSS_EVERY", "60"))
 PROFILE = os.environ.get("BENCH_PROFILE")  # a directory: py-spy profiles of each process, first closed loop
 SPY = Path(sys.executable).with_name("py-spy")
+GC_HOOK = Path(__file__).parent / "gc_hook"  # its sitecustomize.py installs gc_pauses in each process
 PG_ADMIN = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 BARE_TARGET = Target("telegram", "bare", None, {"secret_token": "bare"})  # the bare receivers take any path
@@ -157,6 +160,9 @@ class Processes:
 
     def pid(self, name: str) -> int:
         return next(proc.pid for n, proc in self.procs if n == name)
+
+    def pids(self) -> dict[str, int]:
+        return {name: proc.pid for name, proc in self.procs}
 
     def start(self, name: str, command: list[str], env: dict[str, str], cwd: str | None = None) -> None:
         self.procs.append((name, subprocess.Popen(command, env=env, cwd=cwd, start_new_session=True)))
@@ -339,10 +345,18 @@ def summary(results: list[dict[str, Any]]) -> None:
 
 
 async def bench(
-    tenant_file: Path, settings: Settings, procs: Processes, sink_port: int, bare_port: int, floor_port: int
+    tenant_file: Path,
+    settings: Settings,
+    procs: Processes,
+    sink_port: int,
+    bare_port: int,
+    floor_port: int,
+    gc_log: str,
 ) -> list[dict[str, Any]]:
     env = settings.environment()
     env["ENGINE_LOG_LEVEL"] = "WARNING"
+    env["BENCH_GC_LOG"] = gc_log  # every process below records its GC pauses (tests/bench/gc_pauses.py)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(GC_HOOK), os.environ.get("PYTHONPATH")]))
     recorder = MatchingRecorder()
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
     assert pool is not None
@@ -513,15 +527,21 @@ def main() -> int:
     print(f"bench-e2e: {REPS} repetitions; closed loop {MESSAGES} updates x {CONNECTIONS} connections; "
           f"{OPEN} for {RATE_SECONDS:g} s; bare pipeline and two-hop floor with the closed-loop traffic", flush=True)  # fmt: skip
     procs = Processes()
+    gc_log = tempfile.mkdtemp(prefix=f"{prefix}-gc-")
+    gc_pauses.install(gc_log)
     try:
         asyncio.run(prepare(settings, tenant_file))
         # uvloop, as the bare receiver uses: the load tester shares the machine's two cores.
-        results = uvloop.run(bench(tenant_file, settings, procs, sink_port, bare_port, floor_port))
+        results = uvloop.run(bench(tenant_file, settings, procs, sink_port, bare_port, floor_port, gc_log))
         if out := os.environ.get("BENCH_JSON"):
             Path(out).write_text(json.dumps(results, indent=2))
         return 0
     finally:
+        pids = procs.pids() | {"load tester": os.getpid()}
         procs.stop()
+        print("\nCyclic GC over the whole run, per process (wall time, so a pass preempted by others counts)")
+        print("\n".join(gc_pauses.summarise(gc_log, pids)))
+        shutil.rmtree(gc_log, ignore_errors=True)
         asyncio.run(cleanup(settings))
         tenant_file.unlink(missing_ok=True)
 
