@@ -35,6 +35,10 @@ def main(settings: Settings) -> None:
         port=settings.http_port,
         shutdown_timeout=settings.shutdown_grace,
         access_log=None,
+        # aiohttp's default is 128. A burst of new connections (a platform catching up, a load test's
+        # start) overflowed it: each dropped SYN is retried after a second. The kernel caps it at
+        # net.core.somaxconn.
+        backlog=1024,
         print=None,
         handle_signals=True,
         loop=uvloop.new_event_loop(),
