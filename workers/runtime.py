@@ -7,7 +7,6 @@ flight, flushes and closes, in that order (procrastinate's and arq's shape).
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 import sys
@@ -28,15 +27,6 @@ def setup_logging(settings: Settings) -> None:
     )
     logging.getLogger("aiormq").setLevel(logging.WARNING)
     logging.getLogger("aio_pika").setLevel(logging.WARNING)
-
-
-def freeze_heap() -> None:
-    """Call once a process has started: what is alive then (modules, classes, compiled definitions,
-    pools) lives as long as the process, so move it out of the cyclic GC's sight. Otherwise every
-    full collection rescans all of it: in the sender, one every few seconds under load, each 70-235 ms
-    of wall time on this 2-core machine, with the process deaf meanwhile (docs/performance.md)."""
-    gc.collect()
-    gc.freeze()
 
 
 def run(main: Callable[[asyncio.Event], Awaitable[None]], settings: Settings) -> None:

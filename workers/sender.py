@@ -9,6 +9,7 @@ import logging
 import aiohttp
 import orjson
 
+from engine import heap
 from engine.bus.consumer import ShardConsumer
 from engine.bus.shards import Membership
 from engine.bus.topology import Topology, open_for_shards
@@ -17,7 +18,7 @@ from engine.settings import Settings
 from engine.store.channels import ChannelDirectory
 from engine.store.credentials import check_master_key
 from engine.store.pool import create_pool
-from workers.runtime import freeze_heap, run, until_stop_or_failure
+from workers.runtime import run, until_stop_or_failure
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class SenderProcess:
         connection, channel = await open_for_shards(s.amqp_url, membership.me, topology, s.sender_prefetch)
         self.consumer = consumer = ShardConsumer(channel, membership, topology.outbound_shards())
         sender = Sender(s, pool, keyed, http, directory, consumer, await channel.get_exchange(topology.outbound))
-        freeze_heap()
+        heap.freeze()  # what is alive now lives as long as the process
         tasks = [
             asyncio.create_task(
                 consumer.follow(sender.on_delivery, sender.release_shard, s.heartbeat_interval), name="membership"

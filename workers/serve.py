@@ -7,10 +7,11 @@ import uvloop
 from aiohttp import web
 from prometheus_client import start_http_server
 
+from engine import heap
 from engine.admin.api import app as admin_api
 from engine.ingress.app import create_app
 from engine.settings import Settings
-from workers.runtime import freeze_heap, setup_logging
+from workers.runtime import setup_logging
 
 
 def build_app(settings: Settings) -> web.Application:
@@ -22,7 +23,7 @@ def build_app(settings: Settings) -> web.Application:
 
 
 async def _freeze_heap(app: web.Application) -> None:
-    freeze_heap()
+    heap.freeze()  # what is alive now lives as long as the process
 
 
 def main(settings: Settings) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 
+from engine import heap
 from engine.brain.catalog import Brain
 from engine.brain.tools import egress
 from engine.bus.consumer import ShardConsumer
@@ -18,7 +19,7 @@ from engine.store.pool import create_pool
 from engine.worker.batch import Flusher
 from engine.worker.conversations import ConversationCache
 from engine.worker.pipeline import Pipeline
-from workers.runtime import freeze_heap, run, until_stop_or_failure
+from workers.runtime import run, until_stop_or_failure
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class WorkerProcess:
         brain = Brain(pool, http, s)
         await brain.start()
         # The compiled definitions are large and long-lived (a 4x routing throughput difference in tests/bench).
-        freeze_heap()
+        heap.freeze()
         cache = ConversationCache(pool, max_entries=s.conversation_cache)
         membership = Membership(pool, "worker", s.lease_ttl)
         connection, channel = await open_for_shards(s.amqp_url, membership.me, topology, s.prefetch)

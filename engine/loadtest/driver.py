@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiohttp
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from engine import heap
 from engine.loadtest.replay import LoopClock, Replayer, ReplayOptions, Send
 from engine.loadtest.schedule import Planned
 from engine.loadtest.sink import MatchingRecorder, ReplyMatcher
@@ -65,24 +65,22 @@ async def _show_progress(stats: Stats, clock: LoopClock, start: float, console: 
             await asyncio.sleep(0.25)
 
 
-@contextlib.contextmanager
-def frozen_heap() -> Iterator[None]:
-    """Hide what is alive now (the planned requests above all) from the cyclic GC for the run. A
-    full collection over a few hundred thousand planned requests pauses the load tester for 100-200 ms:
-    requests go out late and replies are stamped late, and both read as the engine's latency."""
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
 async def execute(
     items: Sequence[Planned], config: RunConfig, recorder: MatchingRecorder | None, console: Console | None = None
 ) -> Stats:
     """Replay `items` against config.target; with a recorder (the sink), match replies and wait for
     the ones still owed up to config.drain seconds. Returns the filled-in Stats (lost set)."""
+    # The planned requests live as long as the run: a full collection over a few hundred thousand of
+    # them paused the load tester 100-200 ms, and late requests and late-stamped replies read as the
+    # engine's latency. Frozen before the clock starts: the collection freezing begins with would
+    # otherwise make the first requests late.
+    with heap.frozen():
+        return await _replay(items, config, recorder, console)
+
+
+async def _replay(
+    items: Sequence[Planned], config: RunConfig, recorder: MatchingRecorder | None, console: Console | None
+) -> Stats:
     clock = LoopClock()
     stats = Stats()
     start = clock.now()
@@ -94,17 +92,16 @@ async def execute(
     timeout = aiohttp.ClientTimeout(total=config.timeout)
     progress = None
     try:
-        with frozen_heap():
-            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-                if config.progress:
-                    progress = asyncio.create_task(_show_progress(stats, clock, start, console or Console(stderr=True)))
-                replayer = Replayer(items, http_sender(http, config.target.rstrip("/")), clock, stats, config.replay,
-                                    matcher)  # fmt: skip
-                await replayer.run(start)
-                if matcher is not None:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(matcher.settled.wait(), config.drain)
-                    await asyncio.sleep(config.settle)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+            if config.progress:
+                progress = asyncio.create_task(_show_progress(stats, clock, start, console or Console(stderr=True)))
+            replayer = Replayer(items, http_sender(http, config.target.rstrip("/")), clock, stats, config.replay,
+                                matcher)  # fmt: skip
+            await replayer.run(start)
+            if matcher is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(matcher.settled.wait(), config.drain)
+                await asyncio.sleep(config.settle)
     finally:
         if progress is not None:
             progress.cancel()

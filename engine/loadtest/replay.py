@@ -76,7 +76,7 @@ class Replayer:
     async def run(self, start: float | None = None) -> None:
         """Send everything (bounded by the plan, and by duration in closed loop); returns when every
         request has been answered or given up on."""
-        self.start = self.clock.now() if start is None else start
+        self.start = self.stats.started = self.clock.now() if start is None else start
         if self.options.connections:
             await self._closed_loop(self.options.connections)
         else:

@@ -74,6 +74,7 @@ class Stats:
     matched: int = 0
     duplicated: int = 0  # replies beyond what a conversation's requests should cause
     unmatched: int = 0  # replies to chats this run never wrote to
+    started: float = 0.0  # the clock's reading at the start (time.monotonic() in a real run)
     load_seconds: float = 0.0  # first send to last answer
     last_reply_at: float = 0.0  # seconds after the start
     lost: int = 0  # set when the run ends: expected replies that never came

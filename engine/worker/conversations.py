@@ -17,7 +17,11 @@ from engine.coalescer import Coalescer
 from engine.models import Contact, Conversation, InboundEvent, stable_key
 from engine.store import conversations as store
 
-RECENT_EVENTS = 256
+# What a redelivery after a hand-over or a crash can bring again is what the last owner committed and
+# had not acked: its last flush or two, of which one conversation rarely has more than a few events.
+# 64 covers that with room; anything older is caught by the ledger at flush. It bounds a cached
+# conversation's memory (64 ids: ~5-7 KiB; it was 256, ~20 KiB, so 100,000 conversations ~2 GiB).
+RECENT_EVENTS = 64
 
 
 def conversation_id(event_channel_id: str, conversation_key: str) -> str:

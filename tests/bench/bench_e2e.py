@@ -82,6 +82,8 @@ WARMUP = int(os.environ.get("BENCH_WARMUP", str(CHATS)))
 # Another checkout of the engine to run instead of this one (its receiver, worker and sender), measured
 # with this instrument: how a before/after comparison keeps the load tester the same.
 ENGINE_DIR = os.environ.get("BENCH_ENGINE_DIR") or None
+# Prometheus metrics of the receiver, worker and sender on this port and the next two (0: none).
+METRICS_PORT = int(os.environ.get("BENCH_METRICS_PORT", "0"))
 RSS_EVERY = float(os.environ.get("BENCH_RSS_EVERY", "60"))
 PROFILE = os.environ.get("BENCH_PROFILE")  # a directory: py-spy profiles of each process, first closed loop
 SPY = Path(sys.executable).with_name("py-spy")
@@ -90,6 +92,7 @@ PG_ADMIN = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 BARE_TARGET = Target("telegram", "bare", None, {"secret_token": "bare"})  # the bare receivers take any path
 KINDS = ("closed", "open", "bare", "floor")
+OPEN_WINDOWS: list[tuple[float, float]] = []  # time.monotonic() start and end of each open loop
 NO_LIMITS = {"telegram": {"chat_rate": 10_000, "chat_burst": 10_000, "channel_rate": 100_000, "channel_burst": 100_000}}
 
 
@@ -276,6 +279,8 @@ async def run_replying(
     stats = await execute(items, config, recorder)
     cpu = meter.since(before, await meter.sample())
     mode = "closed" if replay.connections else "open"
+    if mode == "open":
+        OPEN_WINDOWS.append((stats.started, stats.started + stats.load_seconds))
     report = reports.build(stats, mode=mode, target_rate=rate,
                            connections=replay.connections, sink=True)  # fmt: skip
     return {"replies_per_s": report["replies"]["rate"], "accepted_per_s": report["rate_achieved"],
@@ -363,8 +368,9 @@ async def bench(
     results = []
     try:
         async with running_sink(recorder, "127.0.0.1", sink_port):
-            for name, command in (("receiver", "serve"), ("worker", "worker"), ("sender", "sender")):
-                procs.start(name, [sys.executable, "-m", "workers.cli", command], env, cwd=ENGINE_DIR)
+            for i, (name, command) in enumerate((("receiver", "serve"), ("worker", "worker"), ("sender", "sender"))):
+                own = env | ({"ENGINE_METRICS_PORT": str(METRICS_PORT + i)} if METRICS_PORT else {})
+                procs.start(name, [sys.executable, "-m", "workers.cli", command], own, cwd=ENGINE_DIR)
             bare = [sys.executable, "-m", "tests.bench.bare_pipeline"]
             queue = f"{settings.topology_prefix}.bare"
             common = ["--amqp", settings.amqp_url, "--queue", queue, "--dsn", settings.database_url]
@@ -541,6 +547,9 @@ def main() -> int:
         procs.stop()
         print("\nCyclic GC over the whole run, per process (wall time, so a pass preempted by others counts)")
         print("\n".join(gc_pauses.summarise(gc_log, pids)))
+        if OPEN_WINDOWS:
+            print(f"... of which during the engine's open loops ({OPEN}, {len(OPEN_WINDOWS)} x {RATE_SECONDS:g} s)")
+            print("\n".join(gc_pauses.summarise(gc_log, pids, OPEN_WINDOWS)))
         shutil.rmtree(gc_log, ignore_errors=True)
         asyncio.run(cleanup(settings))
         tenant_file.unlink(missing_ok=True)
