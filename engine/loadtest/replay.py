@@ -92,6 +92,7 @@ class Replayer:
             if wait > 0:
                 await self.clock.sleep(wait)
             await slots.acquire()
+            self.stats.late.record(self.clock.now() - self.start - item.due)
             task = asyncio.create_task(self._after(last.get(item.conversation), item))
             last[item.conversation] = task
             running.add(task)

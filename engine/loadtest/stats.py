@@ -67,6 +67,9 @@ class Stats:
     retries: int = 0
     statuses: Counter[str] = field(default_factory=Counter)  # every attempt's status, or "error"
     ack: Latency = field(default_factory=Latency)
+    # Open loop: how late each request was taken up after its due time, the load tester's own
+    # delay (its loop busy, or waiting for a core), which the ack latency includes. Empty in closed loop.
+    late: Latency = field(default_factory=Latency)
     e2e: Latency = field(default_factory=Latency)
     e2e_by_platform: dict[str, Latency] = field(default_factory=dict)
     timeline: dict[int, Second] = field(default_factory=dict)

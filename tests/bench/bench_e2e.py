@@ -284,7 +284,7 @@ async def run_replying(
     report = reports.build(stats, mode=mode, target_rate=rate,
                            connections=replay.connections, sink=True)  # fmt: skip
     return {"replies_per_s": report["replies"]["rate"], "accepted_per_s": report["rate_achieved"],
-            "ack_ms": report["ack_ms"], "e2e_ms": report["e2e_ms"], "lost": stats.lost,
+            "ack_ms": report["ack_ms"], "late_ms": report["late_ms"], "e2e_ms": report["e2e_ms"], "lost": stats.lost,
             "duplicated": stats.duplicated, "failed": stats.failed, "statuses": report["statuses"],
             "cpu_ms_per_message": per_message(cpu, stats.matched),
             "timeline": report["timeline"], "rate": rate}  # fmt: skip
@@ -325,6 +325,7 @@ def summary(results: list[dict[str, Any]]) -> None:
         (f"engine {OPEN}: replies/s", "open/replies_per_s"),
         (f"engine {OPEN}: ack p50 ms", "open/ack_ms/p50"),
         (f"engine {OPEN}: ack p99 ms", "open/ack_ms/p99"),
+        (f"engine {OPEN}: load tester late p99 ms", "open/late_ms/p99"),
         (f"engine {OPEN}: e2e p50 ms", "open/e2e_ms/p50"),
         (f"engine {OPEN}: e2e p90 ms", "open/e2e_ms/p90"),
         (f"engine {OPEN}: e2e p99 ms", "open/e2e_ms/p99"),
@@ -459,7 +460,8 @@ async def bench(
                 results.append(result)
                 print(f"rep {rep + 1}: engine {closed['replies_per_s']:.0f} replies/s (ack p99 "
                       f"{closed['ack_ms']['p99']:.0f} ms, e2e p99 {closed['e2e_ms']['p99']:.0f} ms, lost "
-                      f"{closed['lost']}, dup {closed['duplicated']}); open {rate:g}/s ack p99 {opened['ack_ms']['p99']:.0f} ms, e2e p50/p99 "
+                      f"{closed['lost']}, dup {closed['duplicated']}); open {rate:g}/s ack p99 {opened['ack_ms']['p99']:.0f} ms (sent late p99 "
+                      f"{opened['late_ms']['p99']:.0f}), e2e p50/p99 "
                       f"{opened['e2e_ms']['p50']:.0f}/{opened['e2e_ms']['p99']:.0f} ms (lost {opened['lost']}); "
                       f"bare {bare_result['landed_per_s']:.0f} rows/s (lost {bare_result['lost']}); floor "
                       f"{floor_rate:.0f} replies/s (lost {floor_result['lost']}, dup {floor_result['duplicated']}); "

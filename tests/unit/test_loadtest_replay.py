@@ -109,6 +109,21 @@ async def test_a_conversation_waits_for_its_previous_answer_and_latency_counts_f
     # Its ack latency runs from its due time 0.1 to 1.01: 910 ms, not the 10 ms of its own call.
     assert stats.ack.percentile(100) == pytest.approx(1000.0, rel=0.01)
     assert stats.ack.percentile(50) == pytest.approx(910.0, rel=0.01)
+    # Each was taken up at its due time: waiting for the previous answer is the target's, not late.
+    assert (stats.late.count, stats.late.percentile(100)) == (3, pytest.approx(0.001, abs=0.001))
+
+
+async def test_open_loop_counts_how_late_the_load_tester_itself_took_a_request_up() -> None:
+    clock, sent = VirtualClock(), list[tuple[str, int, float]]()
+    items = plan(records([(0.0, 1), (0.1, 2), (0.2, 3)]), TARGETS, Options())
+    stats = Stats()
+    replayer = Replayer(items, fake_send(clock, sent), clock, stats, ReplayOptions())
+    # The run's start was 300 ms before the replayer got to its first request (its loop was busy):
+    # all three were due before it looked, and each counts as late by what it waited.
+    await clock.run(replayer.run(start=-0.3))
+    assert [round(t, 9) for _, _, t in sent] == [0.0, 0.0, 0.0]
+    late = [stats.late.percentile(p) for p in (0, 50, 100)]
+    assert late == [pytest.approx(100.0, rel=0.01), pytest.approx(200.0, rel=0.01), pytest.approx(300.0, rel=0.01)]
 
 
 async def test_rate_mode_spaces_requests_evenly_with_a_linear_ramp() -> None:
