@@ -92,7 +92,6 @@ PG_ADMIN = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 BARE_TARGET = Target("telegram", "bare", None, {"secret_token": "bare"})  # the bare receivers take any path
 KINDS = ("closed", "open", "bare", "floor")
-OPEN_WINDOWS: list[tuple[float, float]] = []  # time.monotonic() start and end of each open loop
 NO_LIMITS = {"telegram": {"chat_rate": 10_000, "chat_burst": 10_000, "channel_rate": 100_000, "channel_burst": 100_000}}
 
 
@@ -279,15 +278,15 @@ async def run_replying(
     stats = await execute(items, config, recorder)
     cpu = meter.since(before, await meter.sample())
     mode = "closed" if replay.connections else "open"
-    if mode == "open":
-        OPEN_WINDOWS.append((stats.started, stats.started + stats.load_seconds))
     report = reports.build(stats, mode=mode, target_rate=rate,
                            connections=replay.connections, sink=True)  # fmt: skip
+    # window: the run's start and end on time.monotonic(), the clock the GC pause logs use
     return {"replies_per_s": report["replies"]["rate"], "accepted_per_s": report["rate_achieved"],
             "ack_ms": report["ack_ms"], "late_ms": report["late_ms"], "e2e_ms": report["e2e_ms"], "lost": stats.lost,
             "duplicated": stats.duplicated, "failed": stats.failed, "statuses": report["statuses"],
             "cpu_ms_per_message": per_message(cpu, stats.matched),
-            "timeline": report["timeline"], "rate": rate}  # fmt: skip
+            "timeline": report["timeline"], "rate": rate,
+            "window": (stats.started, stats.started + stats.load_seconds)}  # fmt: skip
 
 
 def spread(values: list[float]) -> str:
@@ -537,6 +536,7 @@ def main() -> int:
     procs = Processes()
     gc_log = tempfile.mkdtemp(prefix=f"{prefix}-gc-")
     gc_pauses.install(gc_log)
+    results: list[dict[str, Any]] = []
     try:
         asyncio.run(prepare(settings, tenant_file))
         # uvloop, as the bare receiver uses: the load tester shares the machine's two cores.
@@ -549,9 +549,9 @@ def main() -> int:
         procs.stop()
         print("\nCyclic GC over the whole run, per process (wall time, so a pass preempted by others counts)")
         print("\n".join(gc_pauses.summarise(gc_log, pids)))
-        if OPEN_WINDOWS:
-            print(f"... of which during the engine's open loops ({OPEN}, {len(OPEN_WINDOWS)} x {RATE_SECONDS:g} s)")
-            print("\n".join(gc_pauses.summarise(gc_log, pids, OPEN_WINDOWS)))
+        if windows := [r["open"]["window"] for r in results]:
+            print(f"... of which during the engine's open loops ({OPEN}, {len(windows)} x {RATE_SECONDS:g} s)")
+            print("\n".join(gc_pauses.summarise(gc_log, pids, windows)))
         shutil.rmtree(gc_log, ignore_errors=True)
         asyncio.run(cleanup(settings))
         tenant_file.unlink(missing_ok=True)
