@@ -88,6 +88,23 @@ def test_the_table_shows_the_figures() -> None:
         assert expected in text
 
 
+def test_the_latency_table_shows_sent_late_in_open_loop_only() -> None:
+    stats = Stats(planned=2, sent=2, ok=2)
+    for seconds in (0.001, 0.002):
+        stats.ack.record(seconds)
+    closed = reports.build(stats, mode="closed", target_rate=None, connections=2, sink=False)
+    stats.late.record(0.0005)  # only the open loop records how late it took a request up
+    opened = reports.build(stats, mode="open", target_rate=10.0, connections=None, sink=False)
+
+    def rendered(report: dict[str, object]) -> str:
+        console = Console(file=io.StringIO(), width=140)
+        console.print(reports.latency_table(report))
+        return console.file.getvalue()  # type: ignore[attr-defined,no-any-return]
+
+    assert "of which sent late" in rendered(opened)
+    assert "of which sent late" not in rendered(closed)
+
+
 def test_records_round_trip_and_sort_by_time() -> None:
     records = [Record(2.0, "slack", "C1", b"payload=%7B%7D", "application/x-www-form-urlencoded", "button"),
                Record(1.0, "telegram", "5", "{\"text\": \"\u00e9\"}".encode(), channel="abc"),
